@@ -1,0 +1,45 @@
+# stenopod: `make demo` and `make test` work on a fresh clone; both set up .venv first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.setup.stamp
+SETUP_INPUTS := pyproject.toml requirements-dev.txt builder/requirements-worker.txt builder/constraints.txt
+
+.PHONY: setup test lint demo bench schema freeze clean
+
+setup: $(STAMP)
+
+# Idempotent: re-runs only when a requirements file changed; a no-op otherwise.
+$(STAMP): $(SETUP_INPUTS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --disable-pip-version-check --upgrade pip
+	# torch first and pinned: it takes the local CPU wheel; a loose torch would pull a CUDA build.
+	$(PIP) install -q --disable-pip-version-check torch==2.13.0
+	$(PIP) install -q --disable-pip-version-check -r requirements-dev.txt -c builder/constraints.txt
+	$(PIP) install -q --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: setup lint
+	$(PY) -m pytest -q -p no:cacheprovider
+
+demo: setup
+	$(VENV)/bin/stenopod transcribe examples/audio --output examples/out --formats json,txt,srt,vtt
+
+bench: setup
+	$(PY) -m bench.run
+
+schema: setup
+	$(VENV)/bin/stenopod schema --all > docs/schema.json
+
+freeze: setup
+	$(PIP) freeze --exclude-editable | grep -viE '^(torch|actionlint)' > builder/constraints.txt.new
+	mv builder/constraints.txt.new builder/constraints.txt
+
+clean:
+	rm -rf $(VENV) examples/out .pytest_cache .ruff_cache

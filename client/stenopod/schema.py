@@ -1,0 +1,313 @@
+"""The wire format shared by the worker and the client: job input, item results, error codes.
+
+One home for these facts: the worker (handler/) imports this module, the SDK builds its requests
+with it, and `stenopod schema` prints the JSON Schema generated from it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from enum import Enum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+# An item id becomes part of an object key (<prefix><id>.<format>), so it must never climb out of
+# the prefix or smuggle control characters: a conservative character set, no "..", bounded length.
+ITEM_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+_ITEM_ID_RE = re.compile(ITEM_ID_PATTERN)
+AUDIO_SCHEMES = ("http://", "https://", "s3://", "data:")
+MAX_ITEMS_PER_JOB = 1000
+MAX_AUDIO_REF_CHARS = 16 * 1024 * 1024  # data: URIs are capped again, more tightly, by the fetcher
+
+
+class ErrorCode(str, Enum):
+    """Stable error codes. Clients branch on these; never rename one."""
+
+    invalid_input = "invalid_input"  # the job input failed validation (names the field)
+    url_forbidden = "url_forbidden"  # scheme not allowed, or host resolves to a private address
+    fetch_failed = "fetch_failed"  # network error, HTTP 4xx/5xx, timeout, S3 get failed
+    too_large = "too_large"  # the audio exceeds STENOPOD_MAX_AUDIO_BYTES (or the data: cap)
+    too_long = "too_long"  # the decoded duration exceeds STENOPOD_MAX_AUDIO_SECONDS
+    not_audio = "not_audio"  # no decodable audio stream (HTML, image, zip, truncated file)
+    model_unavailable = "model_unavailable"  # the requested model is not baked into this image
+    inference_failed = "inference_failed"  # the engine raised while transcribing
+    gpu_failed = "gpu_failed"  # a CUDA error: the worker asks RunPod to replace it
+    storage_failed = "storage_failed"  # writing an output to object storage failed
+    output_too_large = "output_too_large"  # inline answer over the cap: give an "output"
+    callback_failed = "callback_failed"  # the signed callback could not be delivered (item is still ok)
+    cancelled = "cancelled"
+    internal_error = "internal_error"  # a bug: reported without a traceback, logged on the worker
+
+
+class Timestamps(str, Enum):
+    none = "none"
+    segment = "segment"
+    word = "word"
+
+
+class OutputFormat(str, Enum):
+    json = "json"
+    txt = "txt"
+    srt = "srt"
+    vtt = "vtt"
+
+
+def is_valid_item_id(value: str) -> bool:
+    return bool(_ITEM_ID_RE.match(value)) and ".." not in value
+
+
+def _check_item_id(value: str) -> str:
+    if not is_valid_item_id(value):
+        raise ValueError(
+            "must be 1-128 characters of letters, digits, '.', '_' or '-', start with a letter or "
+            "digit and contain no '..' (it becomes part of an object key)"
+        )
+    return value
+
+
+def _check_audio_ref(value: str) -> str:
+    if not value or not value.strip():
+        raise ValueError("must not be empty")
+    if not value.lower().startswith(AUDIO_SCHEMES):
+        raise ValueError("must be an http(s):// URL, an s3://bucket/key URI or a data:audio/...;base64 URI")
+    return value
+
+
+ItemId = Annotated[str, Field(description="Stable id; becomes the object key stem <prefix><id>.<format>.")]
+AudioRef = Annotated[
+    str,
+    Field(
+        max_length=MAX_AUDIO_REF_CHARS,
+        description="http(s):// URL, s3://bucket/key, or data:audio/...;base64,...",
+    ),
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False, use_enum_values=False)
+
+
+class Callback(_Strict):
+    """Where the worker POSTs each finished item, signed with HMAC-SHA256 (see stenopod.signing)."""
+
+    url: str = Field(description="http(s) URL that receives one POST per finished item.")
+    secret: SecretStr = Field(min_length=16, description="Shared secret for the signature; never echoed.")
+
+    @field_validator("url")
+    @classmethod
+    def _http_only(cls, value: str) -> str:
+        if not value.lower().startswith(("http://", "https://")):
+            raise ValueError("must be an http(s):// URL")
+        return value
+
+
+class JobItem(_Strict):
+    id: ItemId
+    audio: AudioRef
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        return _check_item_id(value)
+
+    @field_validator("audio")
+    @classmethod
+    def _audio(cls, value: str) -> str:
+        return _check_audio_ref(value)
+
+
+class JobInput(_Strict):
+    """The `input` object of a RunPod job."""
+
+    audio: AudioRef | None = Field(default=None, description="One audio file; alternative to items.")
+    id: ItemId | None = Field(
+        default=None, description="Id for the single `audio` item (default: derived from the URL)."
+    )
+    items: list[JobItem] | None = Field(
+        default=None, max_length=MAX_ITEMS_PER_JOB, description="Several files in one job."
+    )
+    model: str | None = Field(default=None, description="Model id; default: the image's default model.")
+    language: str | None = Field(
+        default=None, min_length=2, max_length=8, description="ISO code; null lets Whisper detect it."
+    )
+    timestamps: Timestamps = Timestamps.segment
+    formats: list[OutputFormat] = Field(
+        default_factory=lambda: [OutputFormat.json, OutputFormat.txt, OutputFormat.srt, OutputFormat.vtt],
+        min_length=1,
+    )
+    output: str | None = Field(
+        default=None,
+        description="s3://bucket/prefix/ (or, in local mode, a directory path / file:// URI). "
+        "Absent: results come back inline.",
+    )
+    callback: Callback | None = None
+
+    @field_validator("audio")
+    @classmethod
+    def _audio_ref(cls, value: str | None) -> str | None:
+        return None if value is None else _check_audio_ref(value)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str | None) -> str | None:
+        return None if value is None else _check_item_id(value)
+
+    @field_validator("formats")
+    @classmethod
+    def _unique_formats(cls, value: list[OutputFormat]) -> list[OutputFormat]:
+        return list(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> JobInput:
+        if (self.audio is None) == (self.items is None):
+            raise ValueError("give exactly one of 'audio' or 'items'")
+        if self.items is not None:
+            if not self.items:
+                raise ValueError("'items' must not be empty")
+            seen: set[str] = set()
+            for item in self.items:
+                if item.id in seen:
+                    raise ValueError(f"duplicate item id {item.id!r} in 'items'")
+                seen.add(item.id)
+        if self.id is not None and self.items is not None:
+            raise ValueError("'id' names the single 'audio' item; with 'items' give each item its id")
+        return self
+
+    def job_items(self) -> list[JobItem]:
+        """The items to transcribe, whichever form the input used."""
+        if self.items is not None:
+            return list(self.items)
+        assert self.audio is not None
+        return [JobItem(id=self.id or default_item_id(self.audio), audio=self.audio)]
+
+
+def default_item_id(audio: str) -> str:
+    """A readable, key-safe id for a single `audio` given without an id (e.g. ep1 for .../ep1.mp3)."""
+    if audio.lower().startswith("data:"):
+        return "audio"
+    path = audio.split("?", 1)[0].split("#", 1)[0].rstrip("/")
+    stem = path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._")[:128]
+    safe = re.sub(r"\.{2,}", ".", safe)
+    return safe if safe and is_valid_item_id(safe) else "audio"
+
+
+class Word(BaseModel):
+    start: float
+    end: float
+    word: str
+
+
+class Segment(BaseModel):
+    id: int
+    start: float
+    end: float
+    text: str
+    words: list[Word] | None = None
+
+
+class ItemError(BaseModel):
+    code: ErrorCode
+    message: str
+
+
+class Timings(BaseModel):
+    fetch_s: float = 0.0
+    decode_s: float = 0.0
+    inference_s: float = 0.0
+    write_s: float = 0.0
+
+
+class ItemResult(BaseModel):
+    id: str
+    status: Literal["ok", "error"]
+    model: str | None = None
+    language: str | None = None
+    duration_s: float | None = None
+    text: str | None = None
+    segments: list[Segment] | None = None
+    outputs: dict[str, str] = Field(default_factory=dict, description="format -> URI of the written file")
+    timings: Timings = Field(default_factory=Timings)
+    rtfx: float | None = Field(
+        default=None, description="Real-time factor: audio seconds per inference second."
+    )
+    error: ItemError | None = None
+
+
+class JobOutput(BaseModel):
+    items: list[ItemResult]
+    model: str | None = None
+    worker: dict[str, Any] | None = Field(default=None, description="Worker facts: version, device, engine.")
+
+
+class JobError(BaseModel):
+    """What a job that failed as a whole carries, JSON-encoded, in RunPod's `error` string."""
+
+    code: ErrorCode
+    message: str
+    fields: list[str] | None = None
+    items: list[ItemResult] | None = None
+
+    def to_runpod_error(self) -> str:
+        return self.model_dump_json(exclude_none=True)
+
+    @classmethod
+    def from_runpod_error(cls, error: Any) -> JobError:
+        """Parse RunPod's `error` field back; anything not ours becomes internal_error with its text."""
+        if isinstance(error, dict):
+            payload: Any = error
+        else:
+            try:
+                payload = json.loads(error)
+            except (TypeError, ValueError):
+                return cls(code=ErrorCode.internal_error, message=str(error)[:2000])
+        try:
+            return cls.model_validate(payload)
+        except ValidationError:
+            return cls(code=ErrorCode.internal_error, message=str(error)[:2000])
+
+
+def describe_validation_error(error: ValidationError, root: str = "input") -> JobError:
+    """Turn pydantic's error into an invalid_input JobError naming each offending field.
+
+    The input values themselves are left out: they may hold secrets (callback.secret).
+    """
+    fields: list[str] = []
+    messages: list[str] = []
+    for detail in error.errors(include_url=False, include_input=False):
+        loc = ".".join([root, *[str(part) for part in detail["loc"]]])
+        fields.append(loc)
+        messages.append(f"{loc}: {detail['msg']}")
+    return JobError(code=ErrorCode.invalid_input, message="; ".join(messages), fields=fields)
+
+
+def parse_job_input(raw: Any) -> JobInput | JobError:
+    """Validate a job's `input`; never raises for bad input."""
+    if not isinstance(raw, dict):
+        return JobError(
+            code=ErrorCode.invalid_input,
+            message=f"input: must be a JSON object, got {type(raw).__name__}",
+            fields=["input"],
+        )
+    try:
+        return JobInput.model_validate(raw)
+    except ValidationError as error:
+        return describe_validation_error(error)
+
+
+def input_json_schema() -> dict[str, Any]:
+    return JobInput.model_json_schema()
+
+
+def output_json_schema() -> dict[str, Any]:
+    return JobOutput.model_json_schema()

@@ -1,0 +1,289 @@
+"""Object storage behind one small interface: S3-compatible stores (boto3) and a local folder.
+
+The worker writes transcripts through it and the client reads them back, uploads local audio and
+presigns URLs through it, so both sides agree on keys and URIs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+DEFAULT_PRESIGN_SECONDS = 24 * 3600
+
+
+class StorageError(Exception):
+    """Any failure of the object store, with the secrets already left out of the message."""
+
+
+@dataclass(frozen=True)
+class S3Credentials:
+    """Credentials and endpoint for an S3-compatible store. repr() never shows the secret."""
+
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    endpoint_url: str | None = None
+    region: str | None = None
+
+    def __repr__(self) -> str:
+        shown = "set" if self.secret_access_key else "unset"
+        return f"S3Credentials(endpoint_url={self.endpoint_url!r}, access_key_id=<{shown}>)"
+
+    @classmethod
+    def from_env(cls) -> S3Credentials:
+        """Standard AWS variables, plus S3_ENDPOINT_URL / AWS_ENDPOINT_URL for R2, MinIO and friends."""
+        return cls(
+            access_key_id=os.environ.get("AWS_ACCESS_KEY_ID"),
+            secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
+            endpoint_url=os.environ.get("S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL") or None,
+            region=os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or None,
+        )
+
+    @classmethod
+    def from_runpod_s3_config(cls, config: dict[str, Any] | None) -> S3Credentials | None:
+        """RunPod passes {accessId, accessSecret, bucketName, endpointUrl} as the job's s3Config."""
+        if not config:
+            return None
+        return cls(
+            access_key_id=config.get("accessId") or None,
+            secret_access_key=config.get("accessSecret") or None,
+            endpoint_url=config.get("endpointUrl") or None,
+            region=config.get("region") or None,
+        )
+
+
+class ObjectStore(ABC):
+    """A flat key space under a root (bucket + prefix, or a folder)."""
+
+    @abstractmethod
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+        """Store data at key and return the object's URI."""
+
+    @abstractmethod
+    def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> str:
+        """Store a local file at key and return the object's URI."""
+
+    @abstractmethod
+    def get_bytes(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def download_file(self, key: str, dest: Path) -> None: ...
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def list_keys(self, prefix: str = "") -> Iterator[str]:
+        """Keys under the store's root that start with prefix (relative to the root)."""
+
+    @abstractmethod
+    def uri(self, key: str) -> str: ...
+
+    @abstractmethod
+    def presigned_get_url(self, key: str, expires_s: int = DEFAULT_PRESIGN_SECONDS) -> str:
+        """A URL a worker can GET without credentials."""
+
+
+def _check_key(key: str) -> str:
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise StorageError(f"unsafe object key {key!r}")
+    return key
+
+
+class LocalStore(ObjectStore):
+    """A folder on this machine; used for local mode and tests."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).resolve()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / _check_key(key)).resolve()
+        if self.root not in path.parents:
+            raise StorageError(f"object key {key!r} escapes {self.root}")
+        return path
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Write then rename, so a reader never sees half a transcript.
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        except OSError as error:
+            raise StorageError(f"cannot write {self.uri(key)}: {error.strerror or error}") from None
+        return self.uri(key)
+
+    def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> str:
+        dest = self._path(key)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f".{dest.name}.part")
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, dest)
+        except OSError as error:
+            raise StorageError(f"cannot write {self.uri(key)}: {error.strerror or error}") from None
+        return self.uri(key)
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except OSError as error:
+            raise StorageError(f"cannot read {self.uri(key)}: {error.strerror or error}") from None
+
+    def download_file(self, key: str, dest: Path) -> None:
+        try:
+            shutil.copyfile(self._path(key), dest)
+        except OSError as error:
+            raise StorageError(f"cannot read {self.uri(key)}: {error.strerror or error}") from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list_keys(self, prefix: str = "") -> Iterator[str]:
+        if not self.root.is_dir():
+            return
+        for path in sorted(self.root.rglob("*")):
+            if path.is_file() and not path.name.endswith(".part"):
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    yield key
+
+    def uri(self, key: str) -> str:
+        return (self.root / key).as_uri()
+
+    def presigned_get_url(self, key: str, expires_s: int = DEFAULT_PRESIGN_SECONDS) -> str:
+        raise StorageError("a local folder has no URLs; serve it over HTTP or use an s3:// output")
+
+
+class S3Store(ObjectStore):
+    """An S3-compatible bucket with an optional key prefix (boto3)."""
+
+    def __init__(self, bucket: str, prefix: str = "", credentials: S3Credentials | None = None) -> None:
+        import boto3  # boto3 is slow to import; only S3 users pay for it
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = prefix
+        creds = credentials or S3Credentials.from_env()
+        self._client = boto3.client(
+            "s3",
+            aws_access_key_id=creds.access_key_id,
+            aws_secret_access_key=creds.secret_access_key,
+            endpoint_url=creds.endpoint_url,
+            region_name=creds.region or "us-east-1",
+            config=Config(
+                retries={"max_attempts": 5, "mode": "standard"},
+                connect_timeout=10,
+                read_timeout=60,
+                signature_version="s3v4",
+            ),
+        )
+
+    def _key(self, key: str) -> str:
+        return self.prefix + _check_key(key)
+
+    def _fail(self, action: str, key: str, error: Exception) -> StorageError:
+        # botocore messages name the bucket and key but never the secret; keep only the short form.
+        code = (
+            getattr(error, "response", {}).get("Error", {}).get("Code")
+            if hasattr(error, "response")
+            else None
+        )
+        detail = code or type(error).__name__
+        return StorageError(f"cannot {action} {self.uri(key)}: {detail}")
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+        try:
+            self._client.put_object(
+                Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=content_type
+            )
+        except Exception as error:  # botocore raises many unrelated types
+            raise self._fail("write", key, error) from None
+        return self.uri(key)
+
+    def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> str:
+        try:
+            self._client.upload_file(
+                str(path), self.bucket, self._key(key), ExtraArgs={"ContentType": content_type}
+            )
+        except Exception as error:
+            raise self._fail("write", key, error) from None
+        return self.uri(key)
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except Exception as error:
+            raise self._fail("read", key, error) from None
+
+    def download_file(self, key: str, dest: Path) -> None:
+        try:
+            self._client.download_file(self.bucket, self._key(key), str(dest))
+        except Exception as error:
+            raise self._fail("read", key, error) from None
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except Exception as error:
+            status = getattr(error, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status == 404:
+                return False
+            raise self._fail("check", key, error) from None
+
+    def list_keys(self, prefix: str = "") -> Iterator[str]:
+        try:
+            paginator = self._client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+                for entry in page.get("Contents", []):
+                    yield entry["Key"][len(self.prefix) :]
+        except Exception as error:
+            raise self._fail("list", prefix or ".", error) from None
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self.prefix}{key}"
+
+    def presigned_get_url(self, key: str, expires_s: int = DEFAULT_PRESIGN_SECONDS) -> str:
+        try:
+            return self._client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=expires_s
+            )
+        except Exception as error:
+            raise self._fail("presign", key, error) from None
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """s3://bucket/some/prefix/ -> ("bucket", "some/prefix/")."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise StorageError(f"not an s3://bucket/key URI: {uri!r}")
+    return parsed.netloc, unquote(parsed.path.lstrip("/"))
+
+
+def open_store(
+    location: str, credentials: S3Credentials | None = None, allow_local: bool = True
+) -> ObjectStore:
+    """An ObjectStore rooted at an s3://bucket/prefix/ URI, a file:// URI or a folder path."""
+    if location.startswith("s3://"):
+        bucket, prefix = parse_s3_uri(location)
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        return S3Store(bucket, prefix, credentials)
+    if not allow_local:
+        raise StorageError("output must be an s3://bucket/prefix/ URI here")
+    if location.startswith("file://"):
+        return LocalStore(unquote(urlparse(location).path))
+    if "://" in location:
+        raise StorageError(f"unsupported output location {location!r}: use s3://, file:// or a folder path")
+    return LocalStore(Path(location).expanduser())

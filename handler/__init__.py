@@ -1,0 +1,1 @@
+"""The stenopod RunPod worker: `python -m handler` inside the image."""

@@ -1,0 +1,1 @@
+"""Speech-to-text engines. Heavy imports (torch, NeMo, CTranslate2) stay inside this package."""

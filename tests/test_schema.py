@@ -1,0 +1,33 @@
+from stenopod.schema import ErrorCode, JobError, JobInput, default_item_id, parse_job_input
+
+
+def test_single_audio_gets_an_id_from_its_url() -> None:
+    parsed = parse_job_input({"audio": "https://host/podcasts/ep1.mp3?sig=abc"})
+    assert isinstance(parsed, JobInput)
+    assert [(i.id, i.audio) for i in parsed.job_items()] == [("ep1", "https://host/podcasts/ep1.mp3?sig=abc")]
+
+
+def test_unknown_field_and_bad_scheme_are_named() -> None:
+    parsed = parse_job_input({"audio": "file:///etc/passwd", "speed": 2})
+    assert isinstance(parsed, JobError)
+    assert parsed.code is ErrorCode.invalid_input
+    assert set(parsed.fields or []) == {"input.audio", "input.speed"}
+
+
+def test_callback_secret_never_echoed_in_errors() -> None:
+    secret = "s3cr3t-value-that-must-not-leak"
+    parsed = parse_job_input({"audio": "https://h/a.mp3", "callback": {"url": "ftp://x", "secret": secret}})
+    assert isinstance(parsed, JobError)
+    assert secret not in parsed.to_runpod_error()
+    assert "input.callback.url" in (parsed.fields or [])
+
+
+def test_runpod_error_round_trip() -> None:
+    error = JobError(code=ErrorCode.model_unavailable, message="no such model")
+    assert JobError.from_runpod_error(error.to_runpod_error()) == error
+    assert JobError.from_runpod_error("Traceback ...").code is ErrorCode.internal_error
+
+
+def test_default_item_id_is_key_safe() -> None:
+    assert default_item_id("https://h/a b/..%2F..%2Fetc.mp3") not in ("", "..")
+    assert default_item_id("data:audio/wav;base64,AAAA") == "audio"
