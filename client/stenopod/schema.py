@@ -151,6 +151,18 @@ class JobInput(_Strict):
         "Absent: results come back inline.",
     )
     callback: Callback | None = None
+    submission: str | None = Field(
+        default=None,
+        description="Client's token for this submission. With an output, the worker records the RunPod job "
+        "id under <output>_stenopod/submissions/<token>.json, so a client restarted after a crash finds a "
+        "job it had submitted, and a second job with the same token is answered with duplicate_of "
+        "instead of being transcribed twice.",
+    )
+
+    @field_validator("submission")
+    @classmethod
+    def _submission(cls, value: str | None) -> str | None:
+        return None if value is None else _check_item_id(value)
 
     @field_validator("audio")
     @classmethod
@@ -248,6 +260,10 @@ class JobOutput(BaseModel):
     items: list[ItemResult]
     model: str | None = None
     worker: dict[str, Any] | None = Field(default=None, description="Worker facts: version, device, engine.")
+    duplicate_of: str | None = Field(
+        default=None,
+        description="Set instead of transcribing when another job already holds this input's submission token.",
+    )
 
 
 class JobError(BaseModel):

@@ -1,0 +1,208 @@
+"""NVIDIA NeMo ASR models (Parakeet TDT) restored from a baked .nemo file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from handler.engines.base import SAMPLE_RATE, Engine, EngineError, SegmentTiming, Transcript, WordTiming
+
+# The .nemo file is local; a hub lookup at run time would be a bug, so make it impossible.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+LOCAL_ATTENTION = "rel_pos_local_attn"
+LOCAL_ATTENTION_CONTEXT = [256, 256]
+# NeMo pads shorter inputs to 1 s on BOTH sides, which would shift every timestamp; padding on
+# the right ourselves keeps times aligned with the caller's audio.
+MIN_SAMPLES = SAMPLE_RATE
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _clamp(value: float, duration: float) -> float:
+    return min(max(float(value), 0.0), duration)
+
+
+class NemoEngine(Engine):
+    """A NeMo ASR model (TDT or RNNT) decoded greedily in batches, with word and segment times.
+
+    Environment:
+      STENOPOD_NEMO_CUDA_GRAPHS=1     use NeMo's CUDA-graph greedy decoder (off by default: it
+                                      fails with "CUDA error 35" on hosts whose driver is older
+                                      than the image's CUDA).
+      STENOPOD_LOCAL_ATTENTION_S      audio longer than this (default 1200 s) is encoded with
+                                      local attention, whose memory grows linearly, not
+                                      quadratically, with length.
+      STENOPOD_NEMO_BATCH_SIZE        arrays per forward pass (default 16 on GPU, 4 on CPU).
+    """
+
+    engine_name = "nemo"
+
+    def __init__(self, model_id: str, path: Path, device: str | None = None) -> None:
+        import torch
+        from nemo.collections.asr.models import ASRModel
+
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model_id = model_id
+        self.device = device
+        self.path = Path(path)
+        self.local_attention_s = float(os.environ.get("STENOPOD_LOCAL_ATTENTION_S", "1200"))
+        default_batch = 16 if device == "cuda" else 4
+        self.batch_size = int(os.environ.get("STENOPOD_NEMO_BATCH_SIZE", str(default_batch)))
+        self._lock = threading.Lock()
+
+        self.model: Any = ASRModel.restore_from(str(self.path), map_location=torch.device(device))
+        self.model.eval()
+        self._prepare_config()
+        encoder_cfg = self.model.cfg.encoder
+        self._full_attention = (
+            str(encoder_cfg.get("self_attention_model", "rel_pos")),
+            list(encoder_cfg.get("att_context_size", [-1, -1])),
+        )
+        self._full_chunking = int(encoder_cfg.get("subsampling_conv_chunking_factor", 1))
+
+    def _prepare_config(self) -> None:
+        from omegaconf import open_dict
+
+        cfg = self.model.cfg
+        # transcribe() reads validation_ds as a dict; checkpoints saved without one break it.
+        if cfg.get("validation_ds") is None:
+            with open_dict(cfg):
+                cfg.validation_ds = {"use_start_end_token": False, "sample_rate": SAMPLE_RATE}
+            self.model.cfg = cfg
+        decoding = self.model.cfg.decoding
+        with open_dict(decoding):
+            decoding.strategy = "greedy_batch"
+            if "greedy" not in decoding or decoding.greedy is None:
+                decoding.greedy = {}
+            decoding.greedy.use_cuda_graph_decoder = _env_flag("STENOPOD_NEMO_CUDA_GRAPHS")
+            decoding.compute_timestamps = True
+        self.model.change_decoding_strategy(decoding, verbose=False)
+
+    @property
+    def attention_model(self) -> str:
+        return str(self.model.cfg.encoder.self_attention_model)
+
+    def _use_attention(self, local: bool) -> None:
+        wanted = (LOCAL_ATTENTION, LOCAL_ATTENTION_CONTEXT) if local else self._full_attention
+        if self.attention_model == wanted[0] and list(self.model.cfg.encoder.att_context_size) == wanted[1]:
+            return
+        self.model.change_attention_model(wanted[0], wanted[1])
+        # Long inputs also overflow the convolutional subsampling; 1 = let NeMo pick a chunking.
+        self.model.change_subsampling_conv_chunking_factor(1 if local else self._full_chunking)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[None]:
+        import torch
+
+        if self.device == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def transcribe(
+        self,
+        audios: list[np.ndarray],
+        language: str | None = None,
+        word_timestamps: bool = False,
+    ) -> list[Transcript]:
+        import torch
+
+        arrays = [np.ascontiguousarray(audio, dtype=np.float32) for audio in audios]
+        results: list[Transcript | None] = [None] * len(arrays)
+        for index, array in enumerate(arrays):
+            if array.size == 0:
+                results[index] = Transcript(text="", segments=[], language=None)
+        # Sorted by length so each padded batch wastes little compute; long audio gets its own
+        # pass with local attention.
+        pending = sorted((i for i, r in enumerate(results) if r is None), key=lambda i: arrays[i].size)
+        limit = self.local_attention_s * SAMPLE_RATE
+        groups = [
+            ([i for i in pending if arrays[i].size <= limit], False),
+            ([i for i in pending if arrays[i].size > limit], True),
+        ]
+        try:
+            with self._lock:
+                for indices, local in groups:
+                    if not indices:
+                        continue
+                    self._use_attention(local)
+                    for index, hypothesis in zip(indices, self._run(arrays, indices), strict=True):
+                        duration = arrays[index].size / SAMPLE_RATE
+                        results[index] = _to_transcript(hypothesis, duration, word_timestamps)
+        except torch.cuda.OutOfMemoryError as error:
+            # Out of memory leaves the CUDA context usable: fail this batch, keep the worker.
+            torch.cuda.empty_cache()
+            raise EngineError(f"nemo ran out of GPU memory: {error}") from error
+        except RuntimeError as error:
+            raise EngineError(f"nemo failed: {error}", gpu_failed="CUDA" in str(error)) from error
+        transcripts = [result for result in results if result is not None]
+        if len(transcripts) != len(arrays):
+            raise EngineError(f"nemo returned {len(transcripts)} transcripts for {len(arrays)} inputs")
+        return transcripts
+
+    def _run(self, arrays: list[np.ndarray], indices: list[int]) -> Iterator[Any]:
+        batch = [_pad_right(arrays[i]) for i in indices]
+        with self._autocast():
+            hypotheses = self.model.transcribe(
+                batch, batch_size=self.batch_size, timestamps=True, verbose=False
+            )
+        # RNNT models return a list; some versions return (best, n-best).
+        if isinstance(hypotheses, tuple):
+            hypotheses = hypotheses[0]
+        return iter(hypotheses)
+
+
+def _pad_right(array: np.ndarray) -> np.ndarray:
+    if array.size >= MIN_SAMPLES:
+        return array
+    return np.pad(array, (0, MIN_SAMPLES - array.size))
+
+
+def _to_transcript(hypothesis: Any, duration: float, word_timestamps: bool) -> Transcript:
+    """NeMo's Hypothesis -> Transcript; NeMo's 'start'/'end' are seconds, clamped to the audio.
+
+    TDT durations can place the last token past the end of the audio, hence the clamp.
+    Parakeet reports no language, so language stays None.
+    """
+    stamps = getattr(hypothesis, "timestamp", None) or {}
+    text = (getattr(hypothesis, "text", "") or "").strip()
+    words = [
+        (
+            int(item.get("start_offset", 0)),
+            WordTiming(
+                start=_clamp(item["start"], duration),
+                end=max(_clamp(item["start"], duration), _clamp(item["end"], duration)),
+                text=str(item["word"]).strip(),
+            ),
+        )
+        for item in stamps.get("word", [])
+    ]
+    segments: list[SegmentTiming] = []
+    segment_offsets: list[int] = []
+    for item in stamps.get("segment", []):
+        start = _clamp(item["start"], duration)
+        segments.append(
+            SegmentTiming(
+                start=start, end=max(start, _clamp(item["end"], duration)), text=str(item["segment"]).strip()
+            )
+        )
+        segment_offsets.append(int(item.get("start_offset", 0)))
+    if text and not segments:
+        segments.append(SegmentTiming(start=0.0, end=duration, text=text))
+        segment_offsets.append(0)
+    if word_timestamps and segments:
+        # A word belongs to the last segment that starts at or before it (frame offsets are exact).
+        position = 0
+        for offset, word in words:
+            while position + 1 < len(segments) and segment_offsets[position + 1] <= offset:
+                position += 1
+            segments[position].words.append(word)
+    return Transcript(text=text, segments=segments, language=None)

