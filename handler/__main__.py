@@ -1,0 +1,32 @@
+"""The worker's entry point: `python -m handler` (RunPod runs this; --test_input for local tests).
+
+Models load here, at import, so the cost is paid once per worker at cold start and never per job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+# runpod's logger defaults to DEBUG, which prints each job's whole input (callback secrets, data:
+# URIs) in local test mode; INFO still shows the result. Read when runpod is imported, so set first.
+os.environ.setdefault("RUNPOD_LOG_LEVEL", "INFO")
+
+import runpod
+
+from handler.engines.registry import registry_from_env
+from handler.job import run_job
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+REGISTRY = registry_from_env()
+REGISTRY.load_all()  # includes each engine's smoke test: a broken GPU or model fails here
+
+
+async def handler(job: dict[str, Any]) -> dict[str, Any]:
+    return await run_job(job, REGISTRY)
+
+
+if __name__ == "__main__":
+    runpod.serverless.start({"handler": handler})

@@ -1,0 +1,498 @@
+"""One RunPod job: validate -> per item fetch, decode, transcribe (in batches), render, write -> answer.
+
+The answer is schema.JobOutput as a dict, or RunPod's {"error": ...} when the input is invalid or
+every item failed. One item's failure never fails the others: each stage turns its failure into
+that item's ItemError, and the engine runs in a thread so RunPod's progress and cancellation work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import stenopod
+from stenopod.schema import (
+    ErrorCode,
+    ItemError,
+    ItemResult,
+    JobError,
+    JobInput,
+    JobItem,
+    JobOutput,
+    Segment,
+    Timestamps,
+    Word,
+    parse_job_input,
+)
+from stenopod.storage import ObjectStore, S3Credentials, StorageError, open_store, parse_s3_uri
+
+from .audio import SAMPLE_RATE, AudioLimits, decode_audio, fetch_audio
+from .callback import post_item
+from .engines.base import Engine, EngineError, Transcript
+from .engines.registry import ModelUnavailable
+from .errors import StageError
+from .formats import CONTENT_TYPES, TranscriptDocument, render
+from .longform import transcribe_long
+from .submission import claim_submission, record_submission_result
+
+log = logging.getLogger("stenopod.handler.job")
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+class Registry(Protocol):
+    """What run_job needs of handler.engines.registry.EngineRegistry."""
+
+    def get(self, model_id: str | None) -> Engine: ...
+
+    def available(self) -> list[str]: ...
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        log.warning("ignoring %s=%r: not an integer", name, raw)
+        return default
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    batch_size: int = 8
+    fetch_concurrency: int = 4
+    max_inline_bytes: int = 10 * 1000**2
+    allow_local_output: bool = False
+    tmp_root: str | None = None  # None: the system temp dir
+    limits: AudioLimits = field(default_factory=AudioLimits)
+
+    @classmethod
+    def from_env(cls) -> JobSettings:
+        return cls(
+            batch_size=max(1, _env_int("STENOPOD_BATCH_SIZE", cls.batch_size)),
+            fetch_concurrency=max(1, _env_int("STENOPOD_FETCH_CONCURRENCY", cls.fetch_concurrency)),
+            max_inline_bytes=_env_int("STENOPOD_MAX_INLINE_BYTES", cls.max_inline_bytes),
+            allow_local_output=os.environ.get("STENOPOD_ALLOW_LOCAL_OUTPUT", "") == "1",
+            tmp_root=os.environ.get("STENOPOD_TMP_DIR") or None,
+            limits=AudioLimits.from_env(),
+        )
+
+
+@dataclass
+class _Item:
+    """One item's state while the job runs."""
+
+    spec: JobItem
+    result: ItemResult
+    audio: np.ndarray | None = None
+    transcript: Transcript | None = None
+    document: TranscriptDocument | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.result.status == "ok"
+
+    def fail(self, code: ErrorCode, message: str) -> None:
+        self.result.status = "error"
+        self.result.error = ItemError(code=code, message=message)
+        self.audio = None
+        self.transcript = None
+        self.document = None
+
+
+def runpod_progress(job: dict[str, Any]) -> Progress:
+    """progress_update for this job on RunPod; a no-op where no RunPod job API is configured."""
+    if not os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT"):
+        return lambda payload: None
+
+    def send(payload: dict[str, Any]) -> None:
+        from runpod.serverless import progress_update
+
+        progress_update(job, payload)
+
+    return send
+
+
+async def run_job(
+    job: dict[str, Any],
+    registry: Registry,
+    progress: Progress | None = None,
+    settings: JobSettings | None = None,
+) -> dict[str, Any]:
+    """Run one RunPod job ({"id": ..., "input": {...}, "s3Config": ...}) and return its answer.
+
+    Never raises for a job's content: a bug becomes internal_error here, because runpod would
+    otherwise put the exception's traceback into the answer.
+    """
+    try:
+        return await _run_job(job, registry, progress, settings)
+    except Exception:
+        log.exception("job %s failed unexpectedly", job.get("id"))
+        error = JobError(code=ErrorCode.internal_error, message="the worker failed unexpectedly; see its log")
+        return {"error": error.to_runpod_error()}
+
+
+async def _run_job(
+    job: dict[str, Any], registry: Registry, progress: Progress | None, settings: JobSettings | None
+) -> dict[str, Any]:
+    settings = settings or JobSettings.from_env()
+    job_id = str(job.get("id") or "")
+    parsed = parse_job_input(job.get("input"))
+    if isinstance(parsed, JobError):
+        return {"error": parsed.to_runpod_error()}
+    output_error = _check_output(parsed.output, settings.allow_local_output)
+    if output_error is not None:
+        return {"error": output_error.to_runpod_error()}
+    runner = _JobRunner(job_id, parsed, registry, progress or runpod_progress(job), settings)
+    return await runner.run(S3Credentials.from_runpod_s3_config(job.get("s3Config")))
+
+
+def _check_output(output: str | None, allow_local: bool) -> JobError | None:
+    """Refuse an unusable output location before any work is done."""
+    if output is None:
+        return None
+    problem = None
+    if output.startswith("s3://"):
+        try:
+            parse_s3_uri(output)
+        except StorageError:
+            problem = "must be an s3://bucket/prefix/ URI"
+    elif not allow_local:
+        problem = "must be an s3://bucket/prefix/ URI (local folders are accepted only in local mode)"
+    elif "://" in output and not output.startswith("file://"):
+        problem = "must be an s3://bucket/prefix/ URI, a file:// URI or a folder path"
+    if problem is None:
+        return None
+    return JobError(code=ErrorCode.invalid_input, message=f"input.output: {problem}", fields=["input.output"])
+
+
+class _JobRunner:
+    def __init__(
+        self, job_id: str, job_input: JobInput, registry: Registry, progress: Progress, settings: JobSettings
+    ) -> None:
+        self.job_id = job_id
+        self.input = job_input
+        self.registry = registry
+        self.progress = progress
+        self.settings = settings
+        self.word_timestamps = job_input.timestamps == Timestamps.word
+        self.items = [
+            _Item(spec, ItemResult(id=spec.id, status="ok", model=job_input.model))
+            for spec in job_input.job_items()
+        ]
+        self.gpu_failed = False
+        self.done = 0
+        self.engine: Engine | None = None
+        self.store: ObjectStore | None = None
+        self.credentials: S3Credentials | None = None
+
+    async def run(self, credentials: S3Credentials | None) -> dict[str, Any]:
+        self.credentials = credentials
+        try:
+            self.engine = self.registry.get(self.input.model)
+        except ModelUnavailable as error:
+            message = (
+                f"model {error.model_id!r} is not in this image; available: {', '.join(error.available)}"
+            )
+            for item in self.items:
+                item.fail(ErrorCode.model_unavailable, message)
+            return self._answer()
+        for item in self.items:
+            item.result.model = self.engine.model_id
+        if self.input.output is not None:
+            try:
+                self.store = open_store(
+                    self.input.output, credentials, allow_local=self.settings.allow_local_output
+                )
+            except StorageError as error:
+                for item in self.items:
+                    item.fail(ErrorCode.storage_failed, f"output: {error}")
+                return self._answer()
+            if self.input.submission is not None:
+                try:
+                    holder = await asyncio.to_thread(
+                        claim_submission, self.store, self.input.submission, self.job_id
+                    )
+                except StorageError as error:
+                    for item in self.items:
+                        item.fail(ErrorCode.storage_failed, f"output: {error}")
+                    return self._answer()
+                if holder is not None:
+                    # Another job holds this submission: answer with it instead of transcribing twice.
+                    return JobOutput(items=[], model=self.engine.model_id, duplicate_of=holder).model_dump(
+                        mode="json"
+                    )
+
+        tmp_dir = Path(tempfile.mkdtemp(prefix="stenopod-job-", dir=self.settings.tmp_root))
+        try:
+            size = self.settings.batch_size
+            # Batch by batch, so memory holds at most one batch of decoded audio.
+            for start in range(0, len(self.items), size):
+                batch = self.items[start : start + size]
+                await self._prepare(batch, tmp_dir)
+                await self._transcribe(batch)
+                await self._finish(batch)
+        finally:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+        answer = self._answer()
+        if self.input.submission is not None and self.store is not None:
+            await self._record_submission()
+        return answer
+
+    async def _record_submission(self) -> None:
+        """Leave the results where a client that lost track of this job will look for them."""
+        assert self.store is not None and self.input.submission is not None
+        record = {
+            "model": self.engine.model_id if self.engine is not None else None,
+            "items": [item.result.model_dump(mode="json") for item in self.items],
+        }
+        try:
+            await asyncio.to_thread(
+                record_submission_result, self.store, self.input.submission, self.job_id, record
+            )
+        except StorageError as error:  # the transcripts are written; only the bookkeeping failed
+            log.warning("job %s: cannot record submission result: %s", self.job_id, error)
+
+    # --- stages -------------------------------------------------------------------------------
+
+    async def _prepare(self, batch: list[_Item], tmp_dir: Path) -> None:
+        """Fetch and decode the batch's items, a few at a time."""
+        gate = asyncio.Semaphore(self.settings.fetch_concurrency)
+
+        async def prepare_one(index: int, item: _Item) -> None:
+            async with gate:
+                path = tmp_dir / f"{index}-{item.spec.id}.audio"
+                try:
+                    fetch = functools.partial(
+                        fetch_audio, item.spec.audio, path, self.settings.limits, self.credentials
+                    )
+                    await self._stage(item, "fetch", "fetched", fetch)
+                    if item.ok:
+                        decode = functools.partial(decode_audio, path, self.settings.limits.max_seconds)
+                        item.audio = await self._stage(item, "decode", "decoded", decode)
+                finally:
+                    # The file can be gigabytes: gone as soon as it is decoded, not at job end.
+                    path.unlink(missing_ok=True)
+                if item.ok and item.audio is not None:
+                    item.result.duration_s = round(item.audio.size / SAMPLE_RATE, 3)
+
+        await asyncio.gather(*(prepare_one(index, item) for index, item in enumerate(batch)))
+
+    async def _stage(self, item: _Item, timer: str, done: str, func: Callable[[], Any]) -> Any:
+        """Run a blocking stage in a thread, timing it and turning its failure into the item's error."""
+        started = time.perf_counter()
+        try:
+            value = await asyncio.to_thread(func)
+        except StageError as error:
+            item.fail(error.code, error.message)
+            return None
+        except Exception:
+            log.exception("job %s item %s: %s failed", self.job_id, item.spec.id, timer)
+            item.fail(ErrorCode.internal_error, f"{timer} failed unexpectedly; see the worker log")
+            return None
+        finally:
+            setattr(item.result.timings, f"{timer}_s", round(time.perf_counter() - started, 3))
+        self._report(item, done)
+        return value
+
+    async def _transcribe(self, batch: list[_Item]) -> None:
+        ready = [item for item in batch if item.ok and item.audio is not None]
+        for item in ready:
+            if item.audio is not None and item.audio.size == 0:
+                # Nothing to hear: an empty transcript, without asking the engine about no samples.
+                item.transcript = Transcript(text="", segments=[], language=None)
+        ready = [item for item in ready if item.transcript is None]
+        if not ready:
+            return
+        if self.gpu_failed:
+            for item in ready:
+                item.fail(ErrorCode.gpu_failed, "the GPU failed earlier in this job; retry the item")
+            return
+        failure = await self._run_engine(ready)
+        if failure is not None and len(ready) > 1 and failure.code != ErrorCode.gpu_failed:
+            # One bad input can fail a whole batch: retry each alone so only the bad one fails.
+            for item in ready:
+                alone = await self._run_engine([item])
+                if alone is not None:
+                    item.fail(alone.code, alone.message)
+        elif failure is not None:
+            for item in ready:
+                item.fail(failure.code, failure.message)
+        for item in ready:
+            if item.ok:
+                self._report(item, "transcribed")
+
+    async def _run_engine(self, items: list[_Item]) -> ItemError | None:
+        """Transcribe items in one engine call: sets their transcripts, or returns why it failed."""
+        assert self.engine is not None
+        audios = [item.audio for item in items]
+        # transcribe_long cuts long audio at silences into engine-sized chunks and stitches the
+        # times back; short audio reaches the engine whole, in batches of batch_size.
+        call = functools.partial(
+            transcribe_long,
+            self.engine,
+            audios,
+            language=self.input.language,
+            word_timestamps=self.word_timestamps,
+            batch_size=self.settings.batch_size,
+        )
+        started = time.perf_counter()
+        try:
+            transcripts = await asyncio.get_running_loop().run_in_executor(None, call)
+            if len(transcripts) != len(items):
+                raise EngineError(f"engine returned {len(transcripts)} transcripts for {len(items)} inputs")
+        except EngineError as error:
+            if error.gpu_failed:
+                self.gpu_failed = True
+                log.error("job %s: GPU failure, asking RunPod to replace this worker: %s", self.job_id, error)
+                return ItemError(code=ErrorCode.gpu_failed, message=f"GPU failure: {str(error)[:300]}")
+            log.warning("job %s: engine failed on %d item(s): %s", self.job_id, len(items), error)
+            return ItemError(
+                code=ErrorCode.inference_failed, message=f"transcription failed: {str(error)[:300]}"
+            )
+        except Exception:
+            log.exception("job %s: engine raised", self.job_id)
+            return ItemError(
+                code=ErrorCode.internal_error, message="transcription failed unexpectedly; see the worker log"
+            )
+        elapsed = time.perf_counter() - started
+        # One call served every item: share its time out by each item's share of the audio.
+        sizes = [audio.size for audio in audios if audio is not None]
+        total = sum(sizes) or 1
+        for item, transcript, size in zip(items, transcripts, sizes, strict=True):
+            item.transcript = transcript
+            item.result.timings.inference_s = round(elapsed * size / total, 3)
+        return None
+
+    async def _finish(self, batch: list[_Item]) -> None:
+        """Render and write each transcribed item, then deliver its callback."""
+        for item in batch:
+            if item.ok and item.transcript is not None:
+                self._fill_result(item)
+                if self.store is not None:
+                    await self._write(item)
+            item.audio = None
+            item.transcript = None
+            if self.input.callback is not None:
+                problem = await asyncio.to_thread(post_item, self.input.callback, item.result, self.job_id)
+                if problem is not None and item.ok:
+                    item.result.error = ItemError(code=ErrorCode.callback_failed, message=problem)
+            self.done += 1
+
+    def _fill_result(self, item: _Item) -> None:
+        transcript = item.transcript
+        assert transcript is not None
+        result = item.result
+        segments = to_schema_segments(transcript, self.word_timestamps)
+        result.text = transcript.text.strip()
+        result.language = transcript.language
+        result.segments = None if self.input.timestamps == Timestamps.none else segments
+        if result.timings.inference_s > 0 and result.duration_s:
+            result.rtfx = round(result.duration_s / result.timings.inference_s, 2)
+        item.document = TranscriptDocument(
+            text=result.text,
+            segments=segments,
+            language=transcript.language,
+            duration=result.duration_s or 0.0,
+            word_timestamps=self.word_timestamps,
+        )
+
+    async def _write(self, item: _Item) -> None:
+        assert self.store is not None
+        store, document = self.store, item.document
+        assert document is not None
+
+        def write_all() -> dict[str, str]:
+            written = {}
+            for fmt in self.input.formats:
+                key = f"{item.spec.id}.{fmt.value}"
+                written[fmt.value] = store.put_bytes(key, render(fmt, document), CONTENT_TYPES[fmt])
+            return written
+
+        started = time.perf_counter()
+        try:
+            item.result.outputs = await asyncio.to_thread(write_all)
+        except StorageError as error:
+            item.fail(ErrorCode.storage_failed, str(error))
+        except Exception:
+            log.exception("job %s item %s: write failed", self.job_id, item.spec.id)
+            item.fail(ErrorCode.internal_error, "writing the outputs failed unexpectedly; see the worker log")
+        finally:
+            item.result.timings.write_s = round(time.perf_counter() - started, 3)
+        if item.ok:
+            self._report(item, "written")
+
+    # --- answer -------------------------------------------------------------------------------
+
+    def _report(self, item: _Item, stage: str) -> None:
+        payload = {"item": item.spec.id, "stage": stage, "done": self.done, "total": len(self.items)}
+        try:
+            self.progress(payload)
+        except Exception as error:  # progress is a courtesy; it never fails the job
+            log.warning("progress update failed: %s", type(error).__name__)
+
+    def _answer(self) -> dict[str, Any]:
+        results = [item.result for item in self.items]
+        model = self.engine.model_id if self.engine is not None else self.input.model
+        worker = None
+        if self.engine is not None:
+            worker = {
+                "version": stenopod.__version__,
+                "engine": self.engine.engine_name,
+                "device": self.engine.device,
+            }
+        answer = JobOutput(items=results, model=model, worker=worker).model_dump(mode="json")
+        if self.store is None and _json_size(answer) > self.settings.max_inline_bytes:
+            for item in self.items:
+                if item.ok:
+                    item.result.text = item.result.segments = None
+                    item.fail(
+                        ErrorCode.output_too_large,
+                        f"the transcripts exceed the {self.settings.max_inline_bytes}-byte inline answer "
+                        'limit; give an "output" (s3://bucket/prefix/) to have them written there',
+                    )
+            answer = JobOutput(items=results, model=model, worker=worker).model_dump(mode="json")
+        if all(result.status == "error" for result in results):
+            first = results[0].error
+            assert first is not None
+            noun = "item" if len(results) == 1 else f"all {len(results)} items"
+            error = JobError(
+                code=first.code,
+                message=f"{noun} failed; first: {first.message}",
+                items=results,
+            )
+            answer = {"error": error.to_runpod_error()}
+        if self.gpu_failed:
+            answer["refresh_worker"] = True
+        return answer
+
+
+def to_schema_segments(transcript: Transcript, with_words: bool) -> list[Segment]:
+    """The engine's timings as wire-format segments (texts stripped, words only when asked)."""
+    return [
+        Segment(
+            id=index,
+            start=round(seg.start, 3),
+            end=round(seg.end, 3),
+            text=seg.text.strip(),
+            words=[Word(start=round(w.start, 3), end=round(w.end, 3), word=w.text.strip()) for w in seg.words]
+            if with_words
+            else None,
+        )
+        for index, seg in enumerate(transcript.segments)
+    ]
+
+
+def _json_size(value: Any) -> int:
+    return len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
