@@ -6,6 +6,7 @@ presigns URLs through it, so both sides agree on keys and URIs.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -17,6 +18,26 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 DEFAULT_PRESIGN_SECONDS = 24 * 3600
+# Keys stenopod itself keeps beside the transcripts (under the output root).
+SUBMISSIONS_PREFIX = "_stenopod/submissions/"
+INPUTS_PREFIX = "_stenopod/inputs/"
+
+
+def submission_key(token: str) -> str:
+    """Where the worker records which job holds a client's submission token (see handler/submission.py)."""
+    return f"{SUBMISSIONS_PREFIX}{token}.json"
+
+
+def read_submission(store: ObjectStore, token: str) -> dict[str, Any] | None:
+    """The worker's record of a submission token ({"job_id", "state", ...}), or None when there is none."""
+    key = submission_key(token)
+    try:
+        if not store.exists(key):
+            return None
+        record = json.loads(store.get_bytes(key))
+    except (StorageError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("job_id") else None
 
 
 class StorageError(Exception):
@@ -90,6 +111,18 @@ class ObjectStore(ABC):
     def presigned_get_url(self, key: str, expires_s: int = DEFAULT_PRESIGN_SECONDS) -> str:
         """A URL a worker can GET without credentials."""
 
+    def put_bytes_if_absent(
+        self, key: str, data: bytes, content_type: str = "application/octet-stream"
+    ) -> bool:
+        """Store data at key only when nothing is there yet; True when this call created it.
+
+        Subclasses make this atomic; this fallback (check, then write) is only race-tolerant.
+        """
+        if self.exists(key):
+            return False
+        self.put_bytes(key, data, content_type)
+        return True
+
 
 def _check_key(key: str) -> str:
     parts = key.split("/")
@@ -133,6 +166,26 @@ class LocalStore(ObjectStore):
         except OSError as error:
             raise StorageError(f"cannot write {self.uri(key)}: {error.strerror or error}") from None
         return self.uri(key)
+
+    def put_bytes_if_absent(
+        self, key: str, data: bytes, content_type: str = "application/octet-stream"
+    ) -> bool:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            try:
+                # link() fails when the name exists: an exclusive create that never shows half a file.
+                os.link(tmp, path)
+                return True
+            except FileExistsError:
+                return False
+            finally:
+                os.unlink(tmp)
+        except OSError as error:
+            raise StorageError(f"cannot write {self.uri(key)}: {error.strerror or error}") from None
 
     def get_bytes(self, key: str) -> bytes:
         try:
@@ -211,6 +264,25 @@ class S3Store(ObjectStore):
             raise self._fail("write", key, error) from None
         return self.uri(key)
 
+    def put_bytes_if_absent(
+        self, key: str, data: bytes, content_type: str = "application/octet-stream"
+    ) -> bool:
+        try:
+            self._client.put_object(
+                Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=content_type, IfNoneMatch="*"
+            )
+            return True
+        except Exception as error:
+            response = getattr(error, "response", {}) or {}
+            code = response.get("Error", {}).get("Code")
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+                return False
+            if code != "NotImplemented" and status != 501:
+                raise self._fail("write", key, error) from None
+        # Stores without conditional writes (older MinIO and friends): check, then write.
+        return super().put_bytes_if_absent(key, data, content_type)
+
     def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> str:
         try:
             self._client.upload_file(
@@ -248,6 +320,16 @@ class S3Store(ObjectStore):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
                 for entry in page.get("Contents", []):
                     yield entry["Key"][len(self.prefix) :]
+        except Exception as error:
+            raise self._fail("list", prefix or ".", error) from None
+
+    def list_sizes(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        """Like list_keys, with each object's size in bytes (the listing carries it for free)."""
+        try:
+            paginator = self._client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+                for entry in page.get("Contents", []):
+                    yield entry["Key"][len(self.prefix) :], int(entry.get("Size", 0))
         except Exception as error:
             raise self._fail("list", prefix or ".", error) from None
 

@@ -1,0 +1,438 @@
+"""Backlog sources: files, folders, globs, URLs, manifests, s3:// prefixes and podcast feeds -> items."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+
+import pytest
+from stenopod.backlog.ids import dedupe_ids, item_id_for
+from stenopod.backlog.sources import SourceError, SourceItem, expand_sources, parse_itunes_duration
+from stenopod.schema import is_valid_item_id
+from stenopod.storage import S3Credentials
+
+from tests.support.servers import AudioHTTPServer, MotoS3
+
+pytestmark = pytest.mark.timeout(120)
+AUDIO_FILES = [
+    "hotwords.mp3",
+    "jfk.flac",
+    "librispeech_1089-134686-0001.wav",
+    "multilingual.mp3",
+    "stereo_diarization.wav",
+]
+
+
+@pytest.fixture
+def served_dir(tmp_path: Path) -> Iterator[tuple[Path, AudioHTTPServer]]:
+    """A folder of our own (feeds, manifests) served over HTTP on loopback."""
+    root = tmp_path / "served"
+    root.mkdir()
+    server = AudioHTTPServer(root).start()
+    yield root, server
+    server.stop()
+
+
+def ids_valid(items: list[SourceItem]) -> bool:
+    return all(is_valid_item_id(item.id) for item in items) and len({i.id for i in items}) == len(items)
+
+
+# --- ids ------------------------------------------------------------------------------------------
+
+
+def test_item_ids_are_stable_readable_and_distinct_per_folder() -> None:
+    first = item_id_for("/podcasts/2023/ep1.mp3")
+    assert first == item_id_for("/podcasts/2023/ep1.mp3")
+    assert first.startswith("ep1-") and len(first) == len("ep1-") + 10
+    assert item_id_for("/podcasts/2024/ep1.mp3") != first
+    assert item_id_for("https://cdn.example.com/a/Episode%2042.mp3?sig=x").startswith("Episode-42-")
+    assert item_id_for("feed#x", hint="https://example.com/episodes/42").startswith(
+        "example.com-episodes-42-"
+    )
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "/x/..mp3",
+        "/x/....",
+        "/x/é è.wav",
+        "/x/" + "a" * 500 + ".mp3",
+        "https://h/",
+        "/x/-._-.mp3",
+        "/x/.hidden",
+    ],
+)
+def test_item_ids_are_key_safe_for_awkward_names(source: str) -> None:
+    item_id = item_id_for(source)
+    assert is_valid_item_id(item_id), item_id
+    assert len(item_id) <= 128
+
+
+def test_dedupe_ids_resolves_hash_collisions_deterministically() -> None:
+    # One hex character of hash: 40 sources with the same slug must collide; all still get unique ids.
+    sources = [(f"/folder{n}/ep.mp3", None) for n in range(40)]
+    ids = dedupe_ids(sources, hash_chars=1)
+    assert len(set(ids)) == 40 and all(is_valid_item_id(i) for i in ids)
+    assert ids == dedupe_ids(sources, hash_chars=1)
+    assert any(len(i) > len("ep-x") for i in ids)
+
+
+# --- local files, folders, globs ------------------------------------------------------------------
+
+
+def test_folder_of_real_audio(data_dir: Path) -> None:
+    items = expand_sources([str(data_dir)])
+    assert sorted(item.local_path.name for item in items) == AUDIO_FILES  # ATTRIBUTION.md left out
+    assert ids_valid(items)
+    for item in items:
+        assert item.audio is None
+        assert item.size_bytes == item.local_path.stat().st_size
+        assert item.id.startswith(item.local_path.stem + "-")
+    assert [item.id for item in expand_sources([str(data_dir)])] == [item.id for item in items]
+
+
+def test_nested_folders_hidden_files_and_same_names(tmp_path: Path, data_dir: Path) -> None:
+    for folder in ("2023", "2024", ".trash"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(data_dir / "jfk.flac", tmp_path / folder / "ep1.flac")
+    shutil.copy(data_dir / "jfk.flac", tmp_path / "2023" / "._ep1.flac")  # a macOS resource fork
+    (tmp_path / "2023" / "notes.txt").write_text("not audio")
+    items = expand_sources([str(tmp_path)])
+    assert [item.local_path.parent.name for item in items] == ["2023", "2024"]
+    assert items[0].id != items[1].id and all(item.id.startswith("ep1-") for item in items)
+
+
+def test_glob_and_duplicates_collapse(data_dir: Path) -> None:
+    wavs = expand_sources([str(data_dir / "*.wav")])
+    assert sorted(item.local_path.name for item in wavs) == [
+        "librispeech_1089-134686-0001.wav",
+        "stereo_diarization.wav",
+    ]
+    # The same file named directly, by glob, by folder and by a relative-looking path: one item each.
+    mixed = expand_sources(
+        [str(data_dir / "jfk.flac"), str(data_dir / "*.flac"), str(data_dir), f"{data_dir}/./jfk.flac"]
+    )
+    assert len(mixed) == 5
+    assert mixed[0].local_path == (data_dir / "jfk.flac").resolve()
+    assert ids_valid(mixed)
+
+
+# --- URLs and manifests ---------------------------------------------------------------------------
+
+
+def test_audio_urls_are_not_fetched(audio_server: AudioHTTPServer) -> None:
+    url = audio_server.url("jfk.flac")
+    [item] = expand_sources([url, url])
+    assert (item.source, item.audio, item.local_path, item.size_bytes) == (url, url, None, None)
+    assert item.id.startswith("jfk-")
+    assert audio_server.requests == []
+
+
+def test_url_without_extension_is_sniffed(audio_server: AudioHTTPServer, data_dir: Path) -> None:
+    audio = (data_dir / "jfk.flac").read_bytes()
+
+    def flac(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "audio/flac")
+        handler.send_header("Content-Length", str(len(audio)))
+        handler.end_headers()
+        handler.wfile.write(audio)
+
+    def html(handler: BaseHTTPRequestHandler) -> None:
+        body = b"<html><body>hello</body></html>"
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/html")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    audio_server.routes["/download"] = flac
+    audio_server.routes["/page"] = html
+    [item] = expand_sources([audio_server.url("download")])
+    assert item.audio == audio_server.url("download")
+    with pytest.raises(SourceError, match=r"/page: neither audio \(Content-Type text/html\)"):
+        expand_sources([audio_server.url("page")])
+
+
+def test_txt_manifest_local_with_relative_paths_urls_and_s3(
+    tmp_path: Path, data_dir: Path, audio_server: AudioHTTPServer
+) -> None:
+    shutil.copy(data_dir / "jfk.flac", tmp_path / "local.flac")
+    manifest = tmp_path / "list.txt"
+    manifest.write_text(
+        "# my backlog\n\n"
+        f"{audio_server.url('hotwords.mp3')}\n"
+        "local.flac\n"
+        "  s3://bucket/talks/t1.mp3  \n"
+        f"{audio_server.url('hotwords.mp3')}\n"
+    )
+    items = expand_sources([str(manifest)])
+    assert [item.audio for item in items] == [
+        audio_server.url("hotwords.mp3"),
+        None,
+        "s3://bucket/talks/t1.mp3",
+    ]
+    assert items[1].local_path == (tmp_path / "local.flac").resolve()
+    assert items[1].source == "local.flac"
+    assert ids_valid(items)
+
+
+def test_csv_manifest_with_ids_and_durations(tmp_path: Path, audio_server: AudioHTTPServer) -> None:
+    manifest = tmp_path / "list.csv"
+    manifest.write_text(
+        "URL,id,duration_s,title\n"
+        f"{audio_server.url('jfk.flac')},talk-1,11.0,JFK\n"
+        f"{audio_server.url('hotwords.mp3')},,,\n"
+        "\n"
+    )
+    first, second = expand_sources([str(manifest)])
+    assert (first.id, first.duration_s, first.title) == ("talk-1", 11.0, "JFK")
+    assert second.id.startswith("hotwords-") and second.duration_s is None and second.title is None
+
+
+def test_jsonl_manifest_served_over_http(
+    served_dir: tuple[Path, AudioHTTPServer], audio_server: AudioHTTPServer
+) -> None:
+    root, server = served_dir
+    lines = [
+        {"url": audio_server.url("jfk.flac"), "id": "jfk", "duration_s": 11},
+        {"url": "relative/ep2.mp3"},
+        {"url": audio_server.url("multilingual.mp3"), "title": "Many tongues"},
+    ]
+    (root / "backlog.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n\n")
+    items = expand_sources([server.url("backlog.jsonl")])
+    assert [item.id for item in items][:1] == ["jfk"]
+    assert items[0].duration_s == 11.0
+    assert items[1].audio == server.url("relative/ep2.mp3")  # resolved against the manifest's URL
+    assert items[2].title == "Many tongues"
+    assert ids_valid(items)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("a.csv", "link,id\nhttp://h/a.mp3,x\n", r"a\.csv: the CSV header must have a 'url' column"),
+        ("a.jsonl", '{"url": "http://h/a.mp3"}\nnot json\n', r"a\.jsonl line 2: not valid JSON"),
+        ("a.jsonl", '["http://h/a.mp3"]\n', r"a\.jsonl line 1: expected a JSON object"),
+        ("a.jsonl", '{"id": "x"}\n', r"a\.jsonl line 1: missing 'url'"),
+        ("a.csv", "url,id\nhttp://h/a.mp3,../evil\n", r"a\.csv line 2: id '\.\./evil' must be"),
+        (
+            "a.csv",
+            "url,duration_s\nhttp://h/a.mp3,long\n",
+            r"a\.csv line 2: duration_s 'long' is not a number",
+        ),
+        ("a.txt", "ftp://h/a.mp3\n", r"a\.txt line 1: unsupported scheme"),
+        ("a.txt", "missing.mp3\n", r"a\.txt line 1: missing\.mp3: no such file"),
+        ("a.txt", "# nothing here\n", r"a\.txt: the manifest lists no entries"),
+        ("a.csv", "url,id\nhttp://h/a.mp3,same\nhttp://h/b.mp3,same\n", r"line 3: id 'same' is also used by"),
+    ],
+)
+def test_bad_manifests_name_the_problem(tmp_path: Path, name: str, content: str, message: str) -> None:
+    (tmp_path / name).write_text(content)
+    with pytest.raises(SourceError, match=message):
+        expand_sources([str(tmp_path / name)])
+
+
+# --- s3 -------------------------------------------------------------------------------------------
+
+
+def test_s3_prefix_is_listed_with_sizes(moto_s3: MotoS3, s3_bucket: str, data_dir: Path) -> None:
+    client = moto_s3.client()
+    layout = {
+        "podcasts/ep1.mp3": "hotwords.mp3",
+        "podcasts/season2/ep2.wav": "stereo_diarization.wav",
+        "podcasts/notes.txt": "ATTRIBUTION.md",
+        "podcasts/_stenopod/inputs/old.mp3": "hotwords.mp3",
+        "podcasts-extra/other.mp3": "hotwords.mp3",
+    }
+    for key, name in layout.items():
+        client.upload_file(str(data_dir / name), s3_bucket, key)
+    credentials = S3Credentials(endpoint_url=moto_s3.endpoint_url)
+
+    items = expand_sources([f"s3://{s3_bucket}/podcasts"], s3_credentials=credentials)
+    assert [item.audio for item in items] == [
+        f"s3://{s3_bucket}/podcasts/ep1.mp3",
+        f"s3://{s3_bucket}/podcasts/season2/ep2.wav",
+    ]
+    assert [item.size_bytes for item in items] == [
+        (data_dir / "hotwords.mp3").stat().st_size,
+        (data_dir / "stereo_diarization.wav").stat().st_size,
+    ]
+    assert ids_valid(items) and items[0].id.startswith("ep1-") and items[0].local_path is None
+
+    [single] = expand_sources([f"s3://{s3_bucket}/podcasts/notes.txt"], s3_credentials=credentials)
+    assert single.audio == f"s3://{s3_bucket}/podcasts/notes.txt"  # named exactly: taken as given
+
+    with pytest.raises(SourceError, match=rf"s3://{s3_bucket}/nothing/: no audio or video objects"):
+        expand_sources([f"s3://{s3_bucket}/nothing/"], s3_credentials=credentials)
+    with pytest.raises(SourceError, match="s3://no-such-bucket-here/x: .*cannot list"):
+        expand_sources(["s3://no-such-bucket-here/x"], s3_credentials=credentials)
+
+
+# --- feeds ----------------------------------------------------------------------------------------
+
+RSS = """<?xml version="1.0" encoding="UTF-8"?>
+<rss version="2.0" xmlns:itunes="http://www.itunes.com/dtds/podcast-1.0.dtd">
+  <channel>
+    <title>Test cast</title>
+    <item>
+      <title>Episode 1</title>
+      <guid isPermaLink="false">show-ep-0001</guid>
+      <enclosure url="{audio}/jfk.flac" type="audio/flac" length="{jfk_size}"/>
+      <itunes:duration>00:00:11</itunes:duration>
+    </item>
+    <item>
+      <title>Episode 2</title>
+      <link>https://example.com/ep2</link>
+      <enclosure url="{audio}/hotwords.mp3" type="audio/mpeg" length="0"/>
+      <itunes:duration>1:05</itunes:duration>
+    </item>
+    <item><title>A text post</title><guid>post-3</guid></item>
+    <item>
+      <title>Slides</title><guid>slides-4</guid>
+      <enclosure url="{audio}/slides.pdf" type="application/pdf" length="10"/>
+    </item>
+    <item>
+      <title>Video</title><guid>show-ep-0005</guid>
+      <enclosure url="{audio}/multilingual.mp3" type="video/mp4" length="99"/>
+      <itunes:duration>125</itunes:duration>
+    </item>
+    <item>
+      <title>Episode 1 again</title>
+      <guid isPermaLink="false">show-ep-0001</guid>
+      <enclosure url="{audio}/jfk.flac" type="audio/flac"/>
+    </item>
+  </channel>
+</rss>
+"""
+
+ATOM = """<?xml version="1.0" encoding="utf-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom" xmlns:itunes="http://www.itunes.com/dtds/podcast-1.0.dtd">
+  <title>Atom cast</title>
+  <entry>
+    <title>Lecture 1</title>
+    <id>tag:example.com,2024:lecture-1</id>
+    <link rel="alternate" href="https://example.com/l1"/>
+    <link rel="enclosure" href="{audio}/librispeech_1089-134686-0001.wav" type="audio/wav" length="1234"/>
+    <itunes:duration>01:02:03</itunes:duration>
+  </entry>
+  <entry>
+    <title>Lecture 2</title>
+    <link href="https://example.com/l2"/>
+    <link rel="enclosure" href="relative/l2.mp3"/>
+  </entry>
+  <entry><title>News</title><id>news-1</id><link href="https://example.com/news"/></entry>
+</feed>
+"""
+
+
+def test_rss_feed_url_without_extension(
+    served_dir: tuple[Path, AudioHTTPServer], audio_server: AudioHTTPServer, data_dir: Path
+) -> None:
+    root, server = served_dir
+    (root / "feed").write_text(
+        RSS.format(audio=audio_server.base_url, jfk_size=(data_dir / "jfk.flac").stat().st_size)
+    )
+    items = expand_sources([server.url("feed")])
+    assert [item.title for item in items] == ["Episode 1", "Episode 2", "Video"]
+    first, second, video = items
+    assert first.audio == audio_server.url("jfk.flac") and first.source == first.audio
+    assert first.id.startswith("show-ep-0001-")
+    assert (first.duration_s, first.size_bytes) == (11.0, (data_dir / "jfk.flac").stat().st_size)
+    assert second.id.startswith("example.com-ep2-")  # no guid: the link is the hint
+    assert (second.duration_s, second.size_bytes) == (65.0, None)
+    assert (video.duration_s, video.size_bytes) == (125.0, 99)
+    assert ids_valid(items)
+    # Same feed again: same ids; the audio itself was never downloaded.
+    assert [item.id for item in expand_sources([server.url("feed")])] == [item.id for item in items]
+    assert audio_server.requests == []
+
+
+def test_atom_feed_file_and_url(
+    served_dir: tuple[Path, AudioHTTPServer], audio_server: AudioHTTPServer
+) -> None:
+    root, server = served_dir
+    (root / "lectures.atom").write_text(ATOM.format(audio=audio_server.base_url))
+    first, second = expand_sources([server.url("lectures.atom")])
+    assert first.title == "Lecture 1" and first.duration_s == 3723.0 and first.size_bytes == 1234
+    assert first.id.startswith("tag-example.com-2024-lecture-1-")
+    assert second.audio == server.url("relative/l2.mp3")
+    assert second.id.startswith("example.com-l2-")
+    # The same feed as a local file (sniffed by content even with a .xml name).
+    local = root / "copy.xml"
+    local.write_text(
+        ATOM.format(audio=audio_server.base_url).replace("relative/l2.mp3", "https://x.test/l2.mp3")
+    )
+    assert [item.title for item in expand_sources([str(local)])] == ["Lecture 1", "Lecture 2"]
+
+
+def test_feed_with_entity_declarations_is_refused(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.xml"
+    bomb.write_text(
+        '<?xml version="1.0"?>\n<!DOCTYPE rss [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;">]>\n'
+        "<rss><channel><item><title>&b;</title></item></channel></rss>"
+    )
+    with pytest.raises(SourceError, match="bomb.xml: feeds with a DOCTYPE or ENTITY declaration are refused"):
+        expand_sources([str(bomb)])
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("<rss><channel><item><title>x</title></item></channel></rss>", "no entries with an audio enclosure"),
+        ("<rss><channel><item>", "not well-formed XML"),
+        ("<html><body/></html>", "not an RSS 2.0 or Atom feed"),
+    ],
+)
+def test_bad_feeds(tmp_path: Path, content: str, message: str) -> None:
+    (tmp_path / "feed.rss").write_text(content)
+    with pytest.raises(SourceError, match=message):
+        expand_sources([str(tmp_path / "feed.rss")])
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("01:02:03", 3723.0),
+        ("5:07", 307.0),
+        ("42", 42.0),
+        ("12.5", 12.5),
+        ("", None),
+        ("a:b", None),
+        ("1:2:3:4", None),
+    ],
+)
+def test_itunes_duration(value: str, seconds: float | None) -> None:
+    assert parse_itunes_duration(value) == seconds
+
+
+# --- bad sources ----------------------------------------------------------------------------------
+
+
+def test_bad_sources_name_themselves(tmp_path: Path, audio_server: AudioHTTPServer) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "doc.pdf").write_bytes(b"%PDF-1.4")
+    cases = {
+        str(tmp_path / "missing.mp3"): "missing.mp3: no such file or folder",
+        str(tmp_path / "empty"): "empty: no audio or video files in this folder",
+        str(tmp_path / "*.ogg"): r"\*\.ogg: the pattern matches no audio or video files",
+        str(tmp_path / "doc.pdf"): "doc.pdf: unsupported file type",
+        "ftp://example.com/a.mp3": "ftp://example.com/a.mp3: unsupported scheme",
+        audio_server.url("nope.txt"): "nope.txt: HTTP 404",
+        "": "empty source",
+    }
+    for source, message in cases.items():
+        with pytest.raises(SourceError, match=message):
+            expand_sources([source])
+    assert issubclass(SourceError, ValueError)
+
+
+def test_messages_hide_url_credentials_and_tokens() -> None:
+    with pytest.raises(SourceError) as caught:
+        expand_sources(["https://user:hunter2@127.0.0.1:1/feed?token=s3cr3t"], http_timeout_s=2)
+    text = str(caught.value)
+    assert "127.0.0.1:1/feed" in text and "hunter2" not in text and "s3cr3t" not in text
