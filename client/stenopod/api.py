@@ -1,0 +1,152 @@
+"""The Python entry points: everything `stenopod transcribe` does, as one call.
+
+Five lines from a list of URLs to transcripts in S3 on a RunPod endpoint (RUNPOD_API_KEY and the
+AWS_* variables in the environment):
+
+    from stenopod import api
+
+    report = api.transcribe(
+        ["https://example.com/ep1.mp3", "https://example.com/feed.xml"],
+        "s3://my-bucket/transcripts/",
+        endpoint="abc123xyz",
+    )
+    print(report.done, "done,", report.failed, "failed; manifest at", report.manifest)
+
+Without `endpoint`, the embedded local endpoint (one worker process on this machine) does the work
+and is stopped at the end. In async code, `await api.transcribe_backlog(...)` takes the same
+arguments. Run the same call again after a crash (or Ctrl-C) and it finishes the backlog: the
+state file remembers every item and job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from stenopod.backlog.runner import (
+    DEFAULT_FORMATS,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_IN_FLIGHT,
+    BacklogError,
+    BacklogOptions,
+    BacklogReport,
+    BacklogRunner,
+    UsageError,
+)
+from stenopod.storage import DEFAULT_PRESIGN_SECONDS, S3Credentials
+
+if TYPE_CHECKING:
+    from stenopod.local import LocalEndpoint
+
+__all__ = [
+    "BacklogError",
+    "BacklogOptions",
+    "BacklogReport",
+    "UsageError",
+    "transcribe",
+    "transcribe_backlog",
+]
+
+
+async def transcribe_backlog(
+    sources: Iterable[str] | str,
+    output: str,
+    *,
+    endpoint: str | None = None,
+    model: str | None = None,
+    formats: Sequence[str] = DEFAULT_FORMATS,
+    timestamps: str = "segment",
+    language: str | None = None,
+    state: str | Path | None = None,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    job_seconds: float = 600.0,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    webhook_listen: str | None = None,
+    webhook_url: str | None = None,
+    presign_expiry_s: int = DEFAULT_PRESIGN_SECONDS,
+    api_key: str | None = None,
+    s3_credentials: S3Credentials | None = None,
+    gpu: str | None = None,
+    price_per_s: float | None = None,
+    price_table: str | None = None,
+    show_progress: bool = False,
+) -> BacklogReport:
+    """Transcribe every recording the sources name into output; returns the BacklogReport.
+
+    sources: files, folders, globs, http(s) URLs, manifests (.txt/.csv/.jsonl), s3:// prefixes and
+        podcast feed URLs, in any mix.
+    output: a folder (local endpoint only) or s3://bucket/prefix/. Transcripts land at
+        <output>/<item id>.<format>, with <output>/manifest.jsonl listing every item.
+    endpoint: a RunPod endpoint id (key from api_key or RUNPOD_API_KEY), or the URL of a
+        `stenopod serve` endpoint; None starts the embedded local endpoint for this call.
+    state: the SQLite ledger; default <output>/.stenopod-state.sqlite for a folder output, else
+        ./stenopod-state.sqlite. The same state file resumes an interrupted backlog.
+    Raises UsageError for unusable arguments and BacklogError when the run cannot go on.
+    """
+    options = BacklogOptions(
+        sources=[sources] if isinstance(sources, str) else list(sources),
+        output=output,
+        endpoint=endpoint,
+        model=model,
+        formats=tuple(formats),
+        timestamps=timestamps,
+        language=language,
+        max_in_flight=max_in_flight,
+        job_seconds=job_seconds,
+        max_attempts=max_attempts,
+        webhook_listen=webhook_listen,
+        webhook_url=webhook_url,
+        presign_expiry_s=presign_expiry_s,
+        gpu=gpu,
+        price_per_s=price_per_s,
+        price_table=price_table,
+    )
+    return await run_backlog(
+        options, state=state, api_key=api_key, s3_credentials=s3_credentials, show_progress=show_progress
+    )
+
+
+async def run_backlog(
+    options: BacklogOptions,
+    *,
+    state: str | Path | None = None,
+    api_key: str | None = None,
+    s3_credentials: S3Credentials | None = None,
+    show_progress: bool = False,
+    worker_log_dir: str | Path | None = None,
+) -> BacklogReport:
+    """Run a backlog described by BacklogOptions (what `stenopod retry` replays from the ledger).
+
+    worker_log_dir: where the embedded endpoint's worker writes its log (default: this process's stderr).
+    """
+    options.validate()
+    start_endpoint = None
+    if options.endpoint is None:
+        from stenopod.local import run_in_thread
+
+        def start_endpoint() -> AbstractContextManager[LocalEndpoint]:
+            # One worker, allowed to fetch from the runner's loopback file server.
+            return run_in_thread(
+                workers=1,
+                model=options.model,
+                allow_private_urls=True,
+                log_dir=Path(worker_log_dir) if worker_log_dir is not None else None,
+            )
+
+    runner = BacklogRunner(
+        options,
+        state=state,
+        api_key=api_key,
+        s3_credentials=s3_credentials,
+        show_progress=show_progress,
+        start_endpoint=start_endpoint,
+    )
+    return await runner.run()
+
+
+def transcribe(sources: Iterable[str] | str, output: str, **options: object) -> BacklogReport:
+    """Blocking wrapper of transcribe_backlog (same arguments), for scripts and notebooks without a loop."""
+    return asyncio.run(transcribe_backlog(sources, output, **options))  # type: ignore[arg-type]

@@ -1,0 +1,104 @@
+"""`stenopod` without an endpoint: usage errors exit 2 with one line on stderr, schema prints JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from stenopod.backlog.ledger import Ledger
+from stenopod.cli import main
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_schema_prints_the_input_and_output_json_schema(capsys):
+    assert main(["schema", "--input"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert {"items", "audio", "formats", "submission"} <= set(schema["properties"])
+    assert main(["schema"]) == 0
+    both = json.loads(capsys.readouterr().out)
+    assert set(both) == {"input", "output"}
+    assert "duplicate_of" in both["output"]["properties"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["transcribe"], "SOURCE"),
+        (["transcribe", "a.mp3", "--formats", "json,docx"], "docx"),
+        (["transcribe", "a.mp3", "--max-in-flight", "0"], "at least 1"),
+        (["transcribe", "a.mp3", "--timestamps", "char"], "char"),
+        (["frobnicate"], "frobnicate"),
+    ],
+)
+def test_bad_arguments_exit_2(argv, needle, capsys):
+    assert main(argv) == 2
+    assert needle in _one_line_error(capsys)
+
+
+def test_a_runpod_endpoint_needs_an_s3_output(tmp_path, capsys):
+    audio = tmp_path / "a.mp3"
+    audio.write_bytes(b"ID3")
+    code = main(["transcribe", str(audio), "--endpoint", "abc123", "--output", str(tmp_path / "out")])
+    assert code == 2
+    assert "s3://" in _one_line_error(capsys)
+
+
+def test_an_unknown_gpu_is_a_usage_error(capsys):
+    code = main(
+        [
+            "transcribe",
+            "https://example.test/a.mp3",
+            "--endpoint",
+            "abc123",
+            "--output",
+            "s3://b/p/",
+            "--gpu",
+            "TPU",
+        ]
+    )
+    assert code == 2
+    assert "unknown GPU" in _one_line_error(capsys)
+
+
+def test_a_source_that_does_not_exist_is_a_usage_error(tmp_path, capsys):
+    code = main(
+        [
+            "transcribe",
+            str(tmp_path / "nowhere.mp3"),
+            "--endpoint",
+            "http://127.0.0.1:9",
+            "--output",
+            str(tmp_path / "out"),
+        ]
+    )
+    assert code == 2
+    assert "nowhere.mp3" in _one_line_error(capsys)
+
+
+def test_status_retry_and_cancel_need_a_state_file(tmp_path, capsys):
+    for command in ("status", "retry", "cancel"):
+        assert main([command, "--state", str(tmp_path / "missing.sqlite")]) == 2
+        assert "no state file" in _one_line_error(capsys)
+
+
+def test_status_reports_a_ledger(tmp_path, capsys):
+    state = tmp_path / "state.sqlite"
+    with Ledger(state) as ledger:
+        ledger.set_meta("options", {"sources": ["x"], "output": "s3://bucket/out/", "endpoint": "abc123"})
+    assert main(["status", "--state", str(state), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["counts"]["total"] == 0 and report["endpoint"] == "abc123"
+
+
+def test_the_console_script_runs_and_reports_its_version():
+    result = subprocess.run(
+        [sys.executable, "-m", "stenopod.cli", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and result.stdout.startswith("stenopod ")
