@@ -31,3 +31,16 @@ def test_runpod_error_round_trip() -> None:
 def test_default_item_id_is_key_safe() -> None:
     assert default_item_id("https://h/a b/..%2F..%2Fetc.mp3") not in ("", "..")
     assert default_item_id("data:audio/wav;base64,AAAA") == "audio"
+
+
+def test_docs_copy_of_the_schema_is_current(capsys) -> None:
+    """docs/schema.json is what console users read: it must match the code (regenerate: make schema)."""
+    import json
+    from pathlib import Path
+
+    from stenopod.cli import main
+
+    assert main(["schema", "--all"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    documented = json.loads((Path(__file__).parent.parent / "docs" / "schema.json").read_text())
+    assert printed == documented
