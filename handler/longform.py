@@ -19,14 +19,16 @@ import numpy as np
 from handler.engines.base import SAMPLE_RATE, Engine, SegmentTiming, Transcript, WordTiming
 
 # Chosen by the sweep in docs/performance.md (tiny.en on a 10-minute recording of real speech).
-DEFAULT_MAX_CHUNK_S = 25.0
+DEFAULT_MAX_CHUNK_S = 30.0
 
 
 @dataclass(frozen=True)
 class ChunkingOptions:
     """How long audio is cut. Defaults come from the sweep in docs/performance.md."""
 
-    pad_s: float = 0.2  # silence kept around each speech region, so word onsets and tails survive
+    pad_s: float = 0.2  # VAD padding around each speech region (Silero's speech_pad_ms)
+    edge_s: float = 1.0  # then each chunk widens into the pauses beside it by up to this much:
+    # Silero notices a word onset after digital silence late, and a lost "ask" is a lost word
     vad_threshold: float = 0.5  # Silero speech probability above which a 32 ms frame is speech
     min_silence_s: float = 0.3  # a pause at least this long ends a speech region (a cut candidate)
     min_speech_s: float = 0.1  # shorter blips (clicks, breaths) are not speech regions
@@ -81,9 +83,7 @@ def _split_long_region(audio: np.ndarray, region: Chunk, max_len: int) -> list[C
     return pieces
 
 
-def plan_chunks(
-    audio: np.ndarray, max_chunk_s: float, options: ChunkingOptions | None = None
-) -> list[Chunk]:
+def plan_chunks(audio: np.ndarray, max_chunk_s: float, options: ChunkingOptions | None = None) -> list[Chunk]:
     """Where to cut one audio: chunks of at most max_chunk_s, cut in pauses, in time order.
 
     Audio no longer than max_chunk_s is one chunk. Long audio in which the VAD finds no speech
@@ -106,7 +106,21 @@ def plan_chunks(
             chunks[-1] = Chunk(chunks[-1].start, region.end)
         else:
             chunks.append(region)
-    return chunks
+    return _widen(chunks, total, max_len, int(options.edge_s * SAMPLE_RATE))
+
+
+def _widen(chunks: list[Chunk], total: int, max_len: int, edge: int) -> list[Chunk]:
+    """Grow each chunk into the pauses beside it (up to the middle of each pause, `edge` per side,
+    and never past max_len), so a word whose onset the VAD missed is still inside its chunk."""
+    widened: list[Chunk] = []
+    for index, chunk in enumerate(chunks):
+        left_limit = 0 if index == 0 else (chunks[index - 1].end + chunk.start) // 2
+        right_limit = total if index == len(chunks) - 1 else (chunk.end + chunks[index + 1].start) // 2
+        budget = max(0, max_len - (chunk.end - chunk.start))
+        left = min(edge, chunk.start - left_limit, budget // 2)
+        right = min(edge, right_limit - chunk.end, budget - left)
+        widened.append(Chunk(chunk.start - max(0, left), chunk.end + max(0, right)))
+    return widened
 
 
 def _resolve_max_chunk_s(engine: Engine, max_chunk_s: float | None) -> float | None:
@@ -142,7 +156,9 @@ def _shift(transcript: Transcript, offset: float, limit: float, floor: float) ->
     return segments
 
 
-def _stitch(audio: np.ndarray, chunks: list[Chunk], parts: list[Transcript], language: str | None) -> Transcript:
+def _stitch(
+    audio: np.ndarray, chunks: list[Chunk], parts: list[Transcript], language: str | None
+) -> Transcript:
     duration = audio.shape[0] / SAMPLE_RATE
     segments: list[SegmentTiming] = []
     texts: list[str] = []
