@@ -20,6 +20,7 @@ from stenopod.signing import verify
 from handler.engines.base import SAMPLE_RATE, Engine, EngineError, SegmentTiming, Transcript, WordTiming
 from handler.engines.registry import ModelUnavailable
 from handler.job import run_job
+from handler.longform import DEFAULT_MAX_CHUNK_S
 from tests.support.servers import AudioHTTPServer, MotoS3, free_port
 
 CALLBACK_SECRET = "cb-secret-4f1d9a7c2b6e8d03"
@@ -591,6 +592,6 @@ def test_long_audio_reaches_the_engine_in_chunks(audio_server: AudioHTTPServer) 
     (item,) = run({"audio": audio_server.url("multilingual.mp3")}, registry)["items"]
     assert item["status"] == "ok" and item["duration_s"] == pytest.approx(59.9, abs=0.1)
     chunks = [size for batch in registry.engine.batches for size in batch]
-    assert len(chunks) > 1 and max(chunks) <= 25 * SAMPLE_RATE
+    assert len(chunks) > 1 and max(chunks) <= DEFAULT_MAX_CHUNK_S * SAMPLE_RATE
     ends = [segment["end"] for segment in item["segments"]]
     assert ends == sorted(ends) and ends[-1] <= 60.0
