@@ -11,10 +11,10 @@ import os
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import unquote, urlparse
 
 DEFAULT_PRESIGN_SECONDS = 24 * 3600
@@ -143,17 +143,27 @@ class LocalStore(ObjectStore):
             raise StorageError(f"object key {key!r} escapes {self.root}")
         return path
 
-    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
-        path = self._path(key)
+    def _stage(self, path: Path, write: Callable[[BinaryIO], None]) -> str:
+        """Write a hidden .part file beside path and return its name; removed again if writing fails.
+
+        Writing then renaming (or linking) means a reader never sees half a transcript.
+        """
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # Write then rename, so a reader never sees half a transcript.
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
             # mkstemp creates 0600; transcripts are ordinary files their owner's group may read.
             os.fchmod(fd, 0o644)
             with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, path)
+                write(handle)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        return tmp
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+        path = self._path(key)
+        try:
+            os.replace(self._stage(path, lambda handle: handle.write(data)), path)
         except OSError as error:
             raise StorageError(f"cannot write {self.uri(key)}: {error.strerror or error}") from None
         return self.uri(key)
@@ -161,10 +171,8 @@ class LocalStore(ObjectStore):
     def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> str:
         dest = self._path(key)
         try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(f".{dest.name}.part")
-            shutil.copyfile(path, tmp)
-            os.replace(tmp, dest)
+            with path.open("rb") as source:
+                os.replace(self._stage(dest, lambda handle: shutil.copyfileobj(source, handle)), dest)
         except OSError as error:
             raise StorageError(f"cannot write {self.uri(key)}: {error.strerror or error}") from None
         return self.uri(key)
@@ -174,12 +182,7 @@ class LocalStore(ObjectStore):
     ) -> bool:
         path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-            # mkstemp creates 0600; transcripts are ordinary files their owner's group may read.
-            os.fchmod(fd, 0o644)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+            tmp = self._stage(path, lambda handle: handle.write(data))
             try:
                 # link() fails when the name exists: an exclusive create that never shows half a file.
                 os.link(tmp, path)
