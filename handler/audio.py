@@ -30,7 +30,6 @@ log = logging.getLogger("stenopod.handler.audio")
 
 SAMPLE_RATE = 16_000
 MAX_REDIRECTS = 5
-_CHUNK = 1 << 20
 
 
 def _env_number(name: str, default: float) -> float:
@@ -54,6 +53,9 @@ class AudioLimits:
     timeout_s: float = 30.0
     retries: int = 3
     backoff_s: float = 0.5
+    # timeout_s bounds each read; this bounds a whole download, so a server dripping a byte now
+    # and then (never idle long enough for the read timeout) cannot hold the worker for days.
+    deadline_s: float = 3 * 3600.0
     allow_private: bool = False
 
     @classmethod
@@ -66,6 +68,7 @@ class AudioLimits:
             timeout_s=_env_number("STENOPOD_FETCH_TIMEOUT_S", defaults.timeout_s),
             retries=max(0, int(_env_number("STENOPOD_FETCH_RETRIES", defaults.retries))),
             backoff_s=max(0.0, _env_number("STENOPOD_FETCH_BACKOFF_S", defaults.backoff_s)),
+            deadline_s=max(0.001, _env_number("STENOPOD_FETCH_DEADLINE_S", defaults.deadline_s)),
             allow_private=allow_private_urls(),
         )
 
@@ -147,12 +150,20 @@ def _get_once(client: httpx.Client, url: str, dest: Path, limits: AudioLimits) -
         if declared and declared.isdigit() and int(declared) > limits.max_bytes:
             raise _too_large(shown, limits.max_bytes)
         received = 0
+        deadline = time.monotonic() + limits.deadline_s
         with dest.open("wb") as out:
-            # Counting while streaming catches chunked bodies and servers that lie about the length.
-            for chunk in response.iter_bytes(_CHUNK):
+            # Counting while streaming catches chunked bodies and servers that lie about the length;
+            # chunks come as they arrive (not buffered to a size) so the deadline is checked often.
+            for chunk in response.iter_bytes():
                 received += len(chunk)
                 if received > limits.max_bytes:
                     raise _too_large(shown, limits.max_bytes)
+                if time.monotonic() > deadline:
+                    raise StageError(
+                        ErrorCode.fetch_failed,
+                        f"audio: GET {shown} took longer than {limits.deadline_s:g} s "
+                        "(STENOPOD_FETCH_DEADLINE_S)",
+                    )
                 out.write(chunk)
     return None
 
@@ -226,7 +237,14 @@ def decode_audio(path: Path, max_seconds: float) -> np.ndarray:
         declared = _declared_seconds(container, stream)
         if declared is not None and declared > max_seconds:
             raise _too_long(declared, max_seconds)
-        return _decode_stream(container, stream, max_seconds)
+        samples = _decode_stream(container, stream, max_seconds)
+    if samples.size == 0 and declared is not None and declared >= 1.0:
+        # ffmpeg skips frames it cannot decode without an error: a corrupt file must not pass for
+        # silence (an "ok" empty transcript) when its header promises seconds of audio.
+        raise StageError(
+            ErrorCode.not_audio, f"audio: the stream declares {declared:.0f} s but none of it decodes"
+        )
+    return samples
 
 
 def _decode_stream(container: Any, stream: Any, max_seconds: float) -> np.ndarray:

@@ -49,6 +49,7 @@ from .submission import claim_submission, record_submission_result
 log = logging.getLogger("stenopod.handler.job")
 
 Progress = Callable[[dict[str, Any]], None]
+PROGRESS_INTERVAL_S = 1.0
 
 
 class Registry(Protocol):
@@ -116,7 +117,17 @@ def runpod_progress(job: dict[str, Any]) -> Progress:
     if not os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT"):
         return lambda payload: None
 
+    last_sent = -PROGRESS_INTERVAL_S
+
     def send(payload: dict[str, Any]) -> None:
+        nonlocal last_sent
+        # runpod sends each update from a new thread with its own event loop and HTTP session:
+        # per stage of every item that is CPU taken from the engine. At most one a second, and
+        # always the one that says the job's last item is done.
+        now = time.monotonic()
+        if now - last_sent < PROGRESS_INTERVAL_S and payload.get("done") != payload.get("total"):
+            return
+        last_sent = now
         from runpod.serverless import progress_update
 
         progress_update(job, payload)
@@ -193,6 +204,8 @@ class _JobRunner:
         ]
         self.gpu_failed = False
         self.done = 0
+        self.engine_busy_s = 0.0
+        self.engine_wait_s = 0.0
         self.engine: Engine | None = None
         self.store: ObjectStore | None = None
         self.credentials: S3Credentials | None = None
@@ -236,13 +249,7 @@ class _JobRunner:
 
         tmp_dir = Path(tempfile.mkdtemp(prefix="stenopod-job-", dir=self.settings.tmp_root))
         try:
-            size = self.settings.batch_size
-            # Batch by batch, so memory holds at most one batch of decoded audio.
-            for start in range(0, len(self.items), size):
-                batch = self.items[start : start + size]
-                await self._prepare(batch, tmp_dir)
-                await self._transcribe(batch)
-                await self._finish(batch)
+            await self._pipeline(tmp_dir)
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
         answer = self._answer()
@@ -263,6 +270,40 @@ class _JobRunner:
             )
         except StorageError as error:  # the transcripts are written; only the bookkeeping failed
             log.warning("job %s: cannot record submission result: %s", self.job_id, error)
+
+    async def _pipeline(self, tmp_dir: Path) -> None:
+        """Batch by batch, overlapped so the engine does not wait on the network or the store.
+
+        While the engine transcribes batch N, batch N+1 is fetched and decoded and batch N-1 is
+        written: memory holds at most two batches of decoded audio. engine_wait_s records how long
+        the engine sat idle waiting for input after the first batch (the critical-path overhead).
+        """
+        size = self.settings.batch_size
+        batches = [self.items[start : start + size] for start in range(0, len(self.items), size)]
+        pending: set[asyncio.Task[None]] = set()
+        try:
+            preparing = asyncio.ensure_future(self._prepare(batches[0], tmp_dir))
+            pending.add(preparing)
+            writes: list[asyncio.Task[None]] = []
+            for index, batch in enumerate(batches):
+                waited = time.perf_counter()
+                await preparing
+                if index > 0:
+                    self.engine_wait_s += time.perf_counter() - waited
+                if index + 1 < len(batches):
+                    preparing = asyncio.ensure_future(self._prepare(batches[index + 1], tmp_dir))
+                    pending.add(preparing)
+                busy = time.perf_counter()
+                await self._transcribe(batch)
+                self.engine_busy_s += time.perf_counter() - busy
+                writes.append(asyncio.ensure_future(self._finish(batch)))
+                pending.update(writes)
+            await asyncio.gather(*writes)
+        finally:
+            # A cancelled job must not leave fetches or writes running after its answer.
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     # --- stages -------------------------------------------------------------------------------
 
@@ -309,8 +350,9 @@ class _JobRunner:
     async def _transcribe(self, batch: list[_Item]) -> None:
         ready = [item for item in batch if item.ok and item.audio is not None]
         for item in ready:
-            if item.audio is not None and item.audio.size == 0:
-                # Nothing to hear: an empty transcript, without asking the engine about no samples.
+            if item.audio is not None and is_silent(item.audio):
+                # Nothing to hear: an empty transcript without asking the engine, which would
+                # invent words ("You", "Thank you.") for a short stretch of silence.
                 item.transcript = Transcript(text="", segments=[], language=None)
         ready = [item for item in ready if item.transcript is None]
         if not ready:
@@ -451,6 +493,8 @@ class _JobRunner:
                 "version": stenopod.__version__,
                 "engine": self.engine.engine_name,
                 "device": self.engine.device,
+                "engine_busy_s": round(self.engine_busy_s, 3),
+                "engine_wait_s": round(self.engine_wait_s, 3),
             }
         answer = JobOutput(items=results, model=model, worker=worker).model_dump(mode="json")
         if self.store is None and _json_size(answer) > self.settings.max_inline_bytes:
@@ -492,6 +536,15 @@ def to_schema_segments(transcript: Transcript, with_words: bool) -> list[Segment
         )
         for index, seg in enumerate(transcript.segments)
     ]
+
+
+# Below about 3 steps of 16-bit audio: digital silence, or dither nobody can hear.
+SILENCE_PEAK = 1e-4
+
+
+def is_silent(audio: np.ndarray) -> bool:
+    """True for no samples, or samples that never rise above SILENCE_PEAK."""
+    return audio.size == 0 or float(np.max(np.abs(audio))) < SILENCE_PEAK
 
 
 def _json_size(value: Any) -> int:

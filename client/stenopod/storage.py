@@ -210,13 +210,18 @@ class LocalStore(ObjectStore):
         return self._path(key).is_file()
 
     def list_keys(self, prefix: str = "") -> Iterator[str]:
-        if not self.root.is_dir():
+        # Walk only the entries the prefix can match: the runner lists each finished item's files,
+        # and walking every transcript each time made a backlog of n items cost n^2 stats.
+        folder, _, stem = prefix.rpartition("/")
+        base = (self.root / folder).resolve() if folder else self.root
+        if not base.is_dir() or (base != self.root and self.root not in base.parents):
             return
-        for path in sorted(self.root.rglob("*")):
-            if path.is_file() and not path.name.endswith(".part"):
-                key = path.relative_to(self.root).as_posix()
-                if key.startswith(prefix):
-                    yield key
+        for entry in sorted(child for child in base.iterdir() if child.name.startswith(stem)):
+            for path in sorted(entry.rglob("*")) if entry.is_dir() else [entry]:
+                if path.is_file() and not path.name.endswith(".part"):
+                    key = path.relative_to(self.root).as_posix()
+                    if key.startswith(prefix):
+                        yield key
 
     def uri(self, key: str) -> str:
         return (self.root / key).as_uri()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,11 +22,25 @@ def _clamp(value: float, duration: float) -> float:
     return min(max(float(value), 0.0), duration)
 
 
+def _default_streams(device: str) -> int:
+    """How many arrays to transcribe at once.
+
+    On the CPU, CTranslate2's intra-op threads scale poorly on a model this small: measured with
+    tiny.en on 2 cores, two streams of one thread each give 1.8x the throughput of one stream using
+    every core, with identical output (docs/performance.md). On a GPU one stream keeps the device busy.
+    """
+    raw = os.environ.get("STENOPOD_WHISPER_STREAMS", "").strip()
+    if raw.isdigit() and int(raw) > 0:
+        return int(raw)
+    return 1 if device == "cuda" else max(1, os.cpu_count() or 1)
+
+
 class WhisperEngine(Engine):
     """A CTranslate2 Whisper model folder, loaded once.
 
-    Arrays are transcribed one after another: faster-whisper's batched pipeline batches the
-    chunks of ONE audio and detects one language for all of them, so feeding it several
+    Each array is transcribed by its own faster-whisper call, several at once on parallel
+    CTranslate2 streams (num_workers). faster-whisper's batched pipeline is not used: it batches
+    the chunks of ONE audio and detects one language for all of them, so feeding it several
     recordings at once would change results (shared language, no temperature fallback).
     Long-form chunking is the caller's job, hence vad_filter=False here.
     """
@@ -42,8 +57,18 @@ class WhisperEngine(Engine):
         self.device = device
         self.path = Path(path)
         compute_type = "float16" if device == "cuda" else "int8"
+        self.streams = _default_streams(device)
+        cpu_threads = max(1, (os.cpu_count() or 1) // self.streams) if device == "cpu" else 0
         self.model = WhisperModel(
-            str(self.path), device=device, compute_type=compute_type, local_files_only=True
+            str(self.path),
+            device=device,
+            compute_type=compute_type,
+            cpu_threads=cpu_threads,
+            num_workers=self.streams,
+            local_files_only=True,
+        )
+        self._pool = (
+            ThreadPoolExecutor(self.streams, thread_name_prefix="whisper") if self.streams > 1 else None
         )
 
     def transcribe(
@@ -52,7 +77,12 @@ class WhisperEngine(Engine):
         language: str | None = None,
         word_timestamps: bool = False,
     ) -> list[Transcript]:
-        return [self._transcribe_one(audio, language, word_timestamps) for audio in audios]
+        if self._pool is None or len(audios) < 2:
+            return [self._transcribe_one(audio, language, word_timestamps) for audio in audios]
+        # CTranslate2 releases the GIL while it computes, so threads give real parallel streams.
+        return list(
+            self._pool.map(lambda audio: self._transcribe_one(audio, language, word_timestamps), audios)
+        )
 
     def _transcribe_one(self, audio: np.ndarray, language: str | None, word_timestamps: bool) -> Transcript:
         audio = np.ascontiguousarray(audio, dtype=np.float32)

@@ -195,7 +195,10 @@ class JobStore:
         job.output, job.has_output, job.error = output, has_output, error
         self._push_deadline(job.finished_at + self.retention_s, job.id)
         self.counters[status.value.lower()] += 1
-        if status is JobStatus.COMPLETED:
+        # A job answered with duplicate_of transcribed nothing (another job holds its submission):
+        # counting its items would make one transcription look like two.
+        duplicate = isinstance(output, dict) and bool(output.get("duplicate_of"))
+        if status is JobStatus.COMPLETED and not duplicate:
             self.items_completed.update(job.item_ids())
         job.done.set()
         self._on_terminal(job)
