@@ -19,6 +19,8 @@ from handler.engines.registry import registry_from_env
 from handler.job import run_job
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+# httpx logs every request's full URL at INFO: a presigned audio URL's query string is a credential.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 REGISTRY = registry_from_env()
 REGISTRY.load_all()  # includes each engine's smoke test: a broken GPU or model fails here
