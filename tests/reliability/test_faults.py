@@ -18,6 +18,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import wave
 from collections.abc import Iterator
@@ -411,3 +412,46 @@ def test_twenty_sigkills_then_every_item_is_transcribed_exactly_once(
             "attempts": attempts,
         },
     )
+
+
+# --- (e) a worker process killed mid-job ---------------------------------------------------------------
+
+
+def test_a_worker_killed_mid_job_is_requeued_and_the_backlog_finishes(
+    audio: AudioHTTPServer, tmp_path: Path
+) -> None:
+    """SIGKILL the real worker process while it holds a job: the endpoint requeues the job on a
+    fresh worker and the client's backlog ends with every item done, in the output once."""
+    audio.routes["/slow-kill.wav"] = _slow_file(audio.root, "clip-50.wav", 3.0)
+    items = [("killed-0", audio.url("slow-kill.wav"))] + [
+        (f"killed-{n}", audio.url(f"clip-{50 + n}.wav")) for n in range(1, 4)
+    ]
+    manifest = write_manifest(tmp_path / "backlog.jsonl", items)
+    env = {"RUNPOD_PING_INTERVAL": "1000", "STENOPOD_ENABLE_TEST_ENGINE": "1"}
+    with run_in_thread(workers=1, allow_private_urls=True, env=env, log_dir=tmp_path / "logs") as local:
+        options = local_options(manifest, str(tmp_path / "out"), local)
+        outcome: dict[str, Any] = {}
+
+        def run_backlog() -> None:
+            outcome["report"] = asyncio.run(BacklogRunner(options, state=tmp_path / "state.sqlite").run())
+
+        runner = threading.Thread(target=run_backlog)
+        runner.start()
+        deadline = time.monotonic() + 60
+        while local.stats()["jobs"]["in_progress"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert local.stats()["jobs"]["in_progress"] >= 1, "no job ever started"
+        assert local.pool is not None
+        (victim,) = [worker for worker in local.pool.workers() if worker.jobs]
+        assert victim.process is not None
+        os.kill(victim.process.pid, signal.SIGKILL)
+        runner.join(timeout=120)
+        assert not runner.is_alive()
+        stats = local.stats()
+    report = outcome["report"]
+    assert (report.done, report.failed) == (4, 0)
+    assert stats["jobs"]["retried"] >= 1 and stats["workers"]["restarts"] >= 1
+    assert all(stats["items_completed"].get(item_id) == 1 for item_id, _ in items)
+    written = sorted(path.name for path in (tmp_path / "out").glob("killed-*.json"))
+    assert written == [f"killed-{n}.json" for n in range(4)]
+    record("worker_killed", {"items": 4, "done": report.done, "requeued": stats["jobs"]["retried"]})
