@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from stenopod.local.http import BadRequest, error_response, read_json
+from stenopod.local.http import BadRequest, endpoint_routes, error_response, read_json
 from stenopod.local.jobs import Job
 from stenopod.local.webhooks import is_webhook_url
 
@@ -85,23 +85,21 @@ class ClientAPI:
         self.endpoint = endpoint
 
     def routes(self) -> list[web.RouteDef]:
-        def route(
-            method: str, path: str, handler: Callable[..., Awaitable[web.StreamResponse]]
-        ) -> web.RouteDef:
-            return web.route(method, "/v2/{endpoint_id}/" + path, self._guard(handler))
-
-        return [
-            route("POST", "run", self.run),
-            route("POST", "runsync", self.runsync),
-            route("GET", "status/{job_id}", self.status),
-            route("POST", "status/{job_id}", self.status),
-            route("GET", "stream/{job_id}", self.stream),
-            route("POST", "stream/{job_id}", self.stream),
-            route("POST", "cancel/{job_id}", self.cancel),
-            route("POST", "retry/{job_id}", self.retry),
-            route("GET", "health", self.health),
-            route("POST", "purge-queue", self.purge_queue),
-        ]
+        return endpoint_routes(
+            self._guard,
+            [
+                ("POST", "run", self.run),
+                ("POST", "runsync", self.runsync),
+                ("GET", "status/{job_id}", self.status),
+                ("POST", "status/{job_id}", self.status),
+                ("GET", "stream/{job_id}", self.stream),
+                ("POST", "stream/{job_id}", self.stream),
+                ("POST", "cancel/{job_id}", self.cancel),
+                ("POST", "retry/{job_id}", self.retry),
+                ("GET", "health", self.health),
+                ("POST", "purge-queue", self.purge_queue),
+            ],
+        )
 
     def _guard(self, handler: Callable[..., Awaitable[web.StreamResponse]]) -> Handler:
         """Endpoint id, API key and job lookup, in that order, before any handler runs."""

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 log = logging.getLogger("stenopod.local")
+
+
+Handler = Callable[..., Awaitable[web.StreamResponse]]
+
+
+def endpoint_routes(
+    guard: Callable[[Handler], Handler], table: list[tuple[str, str, Handler]]
+) -> list[web.RouteDef]:
+    """(method, path, handler) rows under /v2/{endpoint_id}/, each handler wrapped by guard."""
+    return [web.route(method, "/v2/{endpoint_id}/" + path, guard(handler)) for method, path, handler in table]
 
 
 class BadRequest(Exception):

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from stenopod.local.http import BadRequest, error_response, read_json
+from stenopod.local.http import BadRequest, endpoint_routes, error_response, read_json
 from stenopod.local.workers import Worker
 
 if TYPE_CHECKING:
@@ -32,19 +32,17 @@ class WorkerAPI:
         self.endpoint = endpoint
 
     def routes(self) -> list[web.RouteDef]:
-        def route(
-            method: str, path: str, handler: Callable[..., Awaitable[web.StreamResponse]]
-        ) -> web.RouteDef:
-            return web.route(method, "/v2/{endpoint_id}/" + path, self._guard(handler))
-
-        return [
-            route("GET", "job-take/{worker_id}", self.job_take),
-            route("GET", "job-take-batch/{worker_id}", self.job_take_batch),
-            route("GET", "job-stop/{worker_id}", self.job_stop),
-            route("POST", "job-done/{worker_id}/{job_id}", self.job_done),
-            route("POST", "job-stream/{worker_id}/{job_id}", self.job_stream),
-            route("GET", "ping/{worker_id}", self.ping),
-        ]
+        return endpoint_routes(
+            self._guard,
+            [
+                ("GET", "job-take/{worker_id}", self.job_take),
+                ("GET", "job-take-batch/{worker_id}", self.job_take_batch),
+                ("GET", "job-stop/{worker_id}", self.job_stop),
+                ("POST", "job-done/{worker_id}/{job_id}", self.job_done),
+                ("POST", "job-stream/{worker_id}/{job_id}", self.job_stream),
+                ("GET", "ping/{worker_id}", self.ping),
+            ],
+        )
 
     def _guard(self, handler: Callable[..., Awaitable[web.StreamResponse]]) -> Callable[..., Any]:
         """Only a live worker process of ours, with its own token, gets through."""
