@@ -138,6 +138,8 @@ def _our_path(
     timings["engine_busy_s"] = round(busy, 3)
     timings["engine_wait_s"] = round(max(output["worker"]["engine_wait_s"] for output in outputs), 3)
     timings["exposed_overhead_s"] = round(max(0.0, wall - busy), 3)
+    # Fetch+decode+write the engine could not overlap (first input, waits, last writes), per job.
+    timings["critical_io_s"] = round(max(output["worker"]["critical_io_s"] for output in outputs), 3)
     return Run(audio_s, wall, [results[path.stem]["text"] or "" for path in paths], timings)
 
 
@@ -237,7 +239,11 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
 
     print("plain loop: short-file backlog ...", flush=True)
     with PeakRSS([]) as plain_memory:
-        model = WhisperModel(str(model_dir), device="cpu", compute_type="int8")
+        # Every core for the plain loop too (as the worker's engine gets them): CTranslate2's own
+        # default thread count is not tied to this machine's cores.
+        model = WhisperModel(
+            str(model_dir), device="cpu", compute_type="int8", cpu_threads=os.cpu_count() or 0
+        )
         plain_short = _plain_loop(model, short_paths, short_audio_s)
         plain_long = None
         if not args.skip_long:
@@ -255,7 +261,10 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             "threads": args.threads or "default",
             "batch_size": args.batch_size,
             "model": "tiny.en int8 (CTranslate2)",
-            "plain_loop": "faster_whisper.WhisperModel(device='cpu', compute_type='int8').transcribe(file, beam_size=5)",
+            "plain_loop": (
+                "faster_whisper.WhisperModel(device='cpu', compute_type='int8', "
+                f"cpu_threads={os.cpu_count()}).transcribe(file, beam_size=5)"
+            ),
         },
         "corpus": {
             "real_recordings": REAL_RECORDINGS,
@@ -312,9 +321,15 @@ def _overhead_share(timings: dict[str, float]) -> float:
 
 
 def _exposed_share(timings: dict[str, float]) -> float:
-    """Wall time beyond the engine's busy time, over that busy time: the overhead on the critical path."""
+    """Wall time beyond the engine's busy time (I/O plus queueing, job pick-up and status polling)."""
     busy = timings.get("engine_busy_s", 0.0)
     return timings.get("exposed_overhead_s", 0.0) / busy if busy else float("inf")
+
+
+def _critical_io_share(timings: dict[str, float]) -> float:
+    """Fetch+decode+write on the critical path (the worker's critical_io_s) over engine busy time."""
+    busy = timings.get("engine_busy_s", 0.0)
+    return timings.get("critical_io_s", 0.0) / busy if busy else float("inf")
 
 
 def _targets(results: dict[str, Any]) -> dict[str, Any]:
@@ -326,9 +341,10 @@ def _targets(results: dict[str, Any]) -> dict[str, Any]:
             "met": short["ours"]["wer"] <= short["plain"]["wer"] + 0.005,
         },
         "fetch_decode_write_lt_5pct_of_inference": {
-            "value": round(_exposed_share(short["ours"]["timings"]), 4),
-            "met": _exposed_share(short["ours"]["timings"]) < 0.05,
-            "measured_as": "wall time not spent in the engine / engine busy time (critical path)",
+            "value": round(_critical_io_share(short["ours"]["timings"]), 4),
+            "met": _critical_io_share(short["ours"]["timings"]) < 0.05,
+            "measured_as": "fetch+decode+write on the critical path (first input, engine waits, "
+            "last writes) / engine busy time",
         },
     }
     if "long" in results:
@@ -375,9 +391,11 @@ def print_table(results: dict[str, Any]) -> None:
                 f"{_overhead_share(timings):.1%} of inference"
             )
             print(
-                f"critical path ({name}): engine busy {timings['engine_busy_s']:.2f} s, waited for input "
-                f"{timings['engine_wait_s']:.2f} s, wall beyond the engine {timings['exposed_overhead_s']:.2f} s"
-                f" = {_exposed_share(timings):.1%} of engine time"
+                f"critical path ({name}): engine busy {timings['engine_busy_s']:.2f} s; fetch+decode+write "
+                f"not overlapped {timings['critical_io_s']:.2f} s = {_critical_io_share(timings):.1%} of "
+                f"engine time (of which waits for input {timings['engine_wait_s']:.2f} s); wall beyond the "
+                f"engine {timings['exposed_overhead_s']:.2f} s = {_exposed_share(timings):.1%} (adds "
+                "queueing, job pick-up, status polling)"
             )
     memory = results["memory_peak_rss_mb"]
     print(

@@ -206,6 +206,8 @@ class _JobRunner:
         self.done = 0
         self.engine_busy_s = 0.0
         self.engine_wait_s = 0.0
+        self.first_input_s = 0.0
+        self.last_output_s = 0.0
         self.engine: Engine | None = None
         self.store: ObjectStore | None = None
         self.credentials: S3Credentials | None = None
@@ -276,7 +278,9 @@ class _JobRunner:
 
         While the engine transcribes batch N, batch N+1 is fetched and decoded and batch N-1 is
         written: memory holds at most two batches of decoded audio. engine_wait_s records how long
-        the engine sat idle waiting for input after the first batch (the critical-path overhead).
+        the engine sat idle waiting for input after the first batch; first_input_s and
+        last_output_s the fetch before the first batch and the writes after the last, which
+        nothing overlaps. Their sum is the input/output on the critical path (critical_io_s).
         """
         size = self.settings.batch_size
         batches = [self.items[start : start + size] for start in range(0, len(self.items), size)]
@@ -290,6 +294,9 @@ class _JobRunner:
                 await preparing
                 if index > 0:
                     self.engine_wait_s += time.perf_counter() - waited
+                else:
+                    # Nothing to overlap the first fetch with: it is on the critical path.
+                    self.first_input_s = time.perf_counter() - waited
                 if index + 1 < len(batches):
                     preparing = asyncio.ensure_future(self._prepare(batches[index + 1], tmp_dir))
                     pending.add(preparing)
@@ -298,7 +305,10 @@ class _JobRunner:
                 self.engine_busy_s += time.perf_counter() - busy
                 writes.append(asyncio.ensure_future(self._finish(batch)))
                 pending.update(writes)
+            tail = time.perf_counter()
             await asyncio.gather(*writes)
+            # The writes still running after the last engine call are on the critical path too.
+            self.last_output_s = time.perf_counter() - tail
         finally:
             # A cancelled job must not leave fetches or writes running after its answer.
             for task in pending:
@@ -495,6 +505,9 @@ class _JobRunner:
                 "device": self.engine.device,
                 "engine_busy_s": round(self.engine_busy_s, 3),
                 "engine_wait_s": round(self.engine_wait_s, 3),
+                # fetch+decode+write on the critical path: the first batch's input, the engine's
+                # waits for later input, and the writes left after the last engine call.
+                "critical_io_s": round(self.first_input_s + self.engine_wait_s + self.last_output_s, 3),
             }
         answer = JobOutput(items=results, model=model, worker=worker).model_dump(mode="json")
         if self.store is None and _json_size(answer) > self.settings.max_inline_bytes:
