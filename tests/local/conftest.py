@@ -59,5 +59,9 @@ def official_client(monkeypatch: pytest.MonkeyPatch) -> Callable[[LocalEndpoint]
 @pytest.fixture(scope="module")
 def shared_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEndpoint]:
     """Two echo workers shared by the tests of one module that do not disturb each other."""
-    with echo_endpoint(tmp_path_factory.mktemp("logs"), workers=2, model="tiny.en") as endpoint:
+    # A generous stop grace: on a loaded 2-core CI box the runpod loop can take seconds to let go
+    # of a cancelled job, and the cancel test asserts the worker was NOT restarted for being slow.
+    with echo_endpoint(
+        tmp_path_factory.mktemp("logs"), workers=2, model="tiny.en", stop_grace_s=30.0
+    ) as endpoint:
         yield endpoint

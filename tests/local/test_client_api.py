@@ -105,7 +105,7 @@ def test_cancel_stops_a_running_job_and_frees_its_worker(
     assert _status(shared_endpoint, job.job_id)["status"] == "CANCELLED"
     # The runpod loop stopped the handler through the job-stop channel: the same worker process
     # lets go of the job (it asks for work again or pings without it) and is not restarted.
-    wait_until(lambda: not worker.stop_deadlines)
+    wait_until(lambda: not worker.stop_deadlines, timeout=45.0)
     assert worker.alive and not worker.stopping
     assert shared_endpoint.stats()["workers"]["restarts"] == restarts
     assert client.run_sync({"echo": "after"}, timeout=60)["echo"] == "after"
@@ -123,7 +123,7 @@ def test_execution_timeout_gives_timed_out(shared_endpoint: LocalEndpoint) -> No
     assert "output" not in body
     assert body["executionTime"] >= 1500
     worker = shared_endpoint.pool.get(body["workerId"])
-    wait_until(lambda: not worker.stop_deadlines)  # told to stop, and it did
+    wait_until(lambda: not worker.stop_deadlines, timeout=45.0)  # told to stop, and it did
     assert worker.alive and not worker.stopping
 
 
