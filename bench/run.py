@@ -194,7 +194,8 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         flush=True,
     )
 
-    env = {"STENOPOD_BATCH_SIZE": str(args.batch_size)}
+    # The engine sizes its own batches (Engine.batch_limits); --batch-size caps the items per call.
+    env = {"STENOPOD_BATCH_SIZE": str(args.batch_size)} if args.batch_size else {}
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
     server = AudioHTTPServer(corpus.root).start()
@@ -259,7 +260,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             "workers": args.workers,
             "jobs": args.jobs or args.workers,
             "threads": args.threads or "default",
-            "batch_size": args.batch_size,
+            "batch_size": args.batch_size or "engine's batch limits",
             "model": "tiny.en int8 (CTranslate2)",
             "plain_loop": (
                 "faster_whisper.WhisperModel(device='cpu', compute_type='int8', "
@@ -415,7 +416,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--jobs", type=int, default=0, help="jobs the backlog is split into (0: one per worker)"
     )
-    parser.add_argument("--batch-size", type=int, default=8, help="STENOPOD_BATCH_SIZE for the workers")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=0,
+        help="STENOPOD_BATCH_SIZE for the workers (0: leave unset, the engine's batch limits decide)",
+    )
     parser.add_argument(
         "--threads", type=int, default=0, help="OMP_NUM_THREADS for the workers (0: leave unset)"
     )

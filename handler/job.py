@@ -39,9 +39,10 @@ from stenopod.storage import ObjectStore, S3Credentials, StorageError, open_stor
 
 from .audio import SAMPLE_RATE, AudioLimits, decode_audio, fetch_audio
 from .callback import post_item
-from .engines.base import Engine, EngineError, Transcript
+from .engines.base import BatchLimits, Engine, EngineError, Transcript
 from .engines.registry import ModelUnavailable
 from .errors import StageError
+from .feed import Feed
 from .formats import CONTENT_TYPES, TranscriptDocument, render
 from .longform import transcribe_long
 from .submission import claim_submission, record_submission_result
@@ -69,9 +70,18 @@ def _env_int(name: str, default: int) -> int:
         return default
 
 
+def _env_batch_size() -> int | None:
+    configured = _env_int("STENOPOD_BATCH_SIZE", 0)
+    return configured if configured > 0 else None
+
+
+# The first engine call of a job carries this fraction of a full call's audio (see _pipeline).
+FIRST_BATCH_SHARE = 4
+
+
 @dataclass(frozen=True)
 class JobSettings:
-    batch_size: int = 8
+    batch_size: int | None = None  # None: the engine's own batch limits decide
     fetch_concurrency: int = 4
     max_inline_bytes: int = 10 * 1000**2
     allow_local_output: bool = False
@@ -81,7 +91,7 @@ class JobSettings:
     @classmethod
     def from_env(cls) -> JobSettings:
         return cls(
-            batch_size=max(1, _env_int("STENOPOD_BATCH_SIZE", cls.batch_size)),
+            batch_size=_env_batch_size(),
             fetch_concurrency=max(1, _env_int("STENOPOD_FETCH_CONCURRENCY", cls.fetch_concurrency)),
             max_inline_bytes=_env_int("STENOPOD_MAX_INLINE_BYTES", cls.max_inline_bytes),
             allow_local_output=os.environ.get("STENOPOD_ALLOW_LOCAL_OUTPUT", "") == "1",
@@ -273,72 +283,85 @@ class _JobRunner:
         except StorageError as error:  # the transcripts are written; only the bookkeeping failed
             log.warning("job %s: cannot record submission result: %s", self.job_id, error)
 
+    def _batch_limits(self) -> BatchLimits:
+        """The engine's own batch limits; STENOPOD_BATCH_SIZE, when set, caps the items per call."""
+        assert self.engine is not None
+        limits = self.engine.batch_limits()
+        if self.settings.batch_size is not None:
+            return BatchLimits(min(limits.max_items, self.settings.batch_size), limits.max_audio_s)
+        return limits
+
     async def _pipeline(self, tmp_dir: Path) -> None:
         """Batch by batch, overlapped so the engine does not wait on the network or the store.
 
-        While the engine transcribes batch N, batch N+1 is fetched and decoded and batch N-1 is
-        written: memory holds at most two batches of decoded audio. engine_wait_s records how long
-        the engine sat idle waiting for input after the first batch; first_input_s and
-        last_output_s the fetch before the first batch and the writes after the last, which
-        nothing overlaps. Their sum is the input/output on the critical path (critical_io_s).
+        Items are fetched and decoded ahead (handler.feed) while the engine transcribes a batch,
+        and each batch is written while the engine works on the next: memory holds about two
+        engine calls of decoded audio. Each engine call is filled up to the engine's batch limits
+        in audio seconds, except the first, a quarter of that in audio, so the engine starts as soon
+        as a little audio is there instead of waiting for a full call's worth of fetches.
+        engine_wait_s records how long the engine sat idle waiting for input after the first
+        batch; first_input_s and last_output_s the fetch before the first batch and the writes
+        after the last, which nothing overlaps. Their sum is the input/output on the critical
+        path (critical_io_s).
         """
-        size = self.settings.batch_size
-        batches = [self.items[start : start + size] for start in range(0, len(self.items), size)]
-        pending: set[asyncio.Task[None]] = set()
+        limits = self._batch_limits()
+        first = BatchLimits(limits.max_items, limits.max_audio_s / FIRST_BATCH_SHARE)
+        feed: Feed[_Item] = Feed(
+            self.items,
+            functools.partial(self._prepare_one, tmp_dir),
+            lambda item: item.audio.size / SAMPLE_RATE if item.audio is not None else 0.0,
+            concurrency=self.settings.fetch_concurrency,
+            ahead_audio_s=2 * limits.max_audio_s,
+            ahead_items=2 * limits.max_items,
+        )
+        writes: list[asyncio.Task[None]] = []
         try:
-            preparing = asyncio.ensure_future(self._prepare(batches[0], tmp_dir))
-            pending.add(preparing)
-            writes: list[asyncio.Task[None]] = []
-            for index, batch in enumerate(batches):
+            batches = 0
+            while True:
                 waited = time.perf_counter()
-                await preparing
-                if index > 0:
+                wanted = first if batches == 0 else limits
+                batch = await feed.take(wanted.max_items, wanted.max_audio_s)
+                if not batch:
+                    break
+                if batches > 0:
                     self.engine_wait_s += time.perf_counter() - waited
                 else:
                     # Nothing to overlap the first fetch with: it is on the critical path.
                     self.first_input_s = time.perf_counter() - waited
-                if index + 1 < len(batches):
-                    preparing = asyncio.ensure_future(self._prepare(batches[index + 1], tmp_dir))
-                    pending.add(preparing)
+                batches += 1
                 busy = time.perf_counter()
                 await self._transcribe(batch)
                 self.engine_busy_s += time.perf_counter() - busy
                 writes.append(asyncio.ensure_future(self._finish(batch)))
-                pending.update(writes)
             tail = time.perf_counter()
             await asyncio.gather(*writes)
             # The writes still running after the last engine call are on the critical path too.
             self.last_output_s = time.perf_counter() - tail
         finally:
             # A cancelled job must not leave fetches or writes running after its answer.
-            for task in pending:
+            await feed.close()
+            for task in writes:
                 task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            await asyncio.gather(*writes, return_exceptions=True)
 
     # --- stages -------------------------------------------------------------------------------
 
-    async def _prepare(self, batch: list[_Item], tmp_dir: Path) -> None:
-        """Fetch and decode the batch's items, a few at a time."""
-        gate = asyncio.Semaphore(self.settings.fetch_concurrency)
-
-        async def prepare_one(index: int, item: _Item) -> None:
-            async with gate:
-                path = tmp_dir / f"{index}-{item.spec.id}.audio"
-                try:
-                    fetch = functools.partial(
-                        fetch_audio, item.spec.audio, path, self.settings.limits, self.credentials
-                    )
-                    await self._stage(item, "fetch", "fetched", fetch)
-                    if item.ok:
-                        decode = functools.partial(decode_audio, path, self.settings.limits.max_seconds)
-                        item.audio = await self._stage(item, "decode", "decoded", decode)
-                finally:
-                    # The file can be gigabytes: gone as soon as it is decoded, not at job end.
-                    path.unlink(missing_ok=True)
-                if item.ok and item.audio is not None:
-                    item.result.duration_s = round(item.audio.size / SAMPLE_RATE, 3)
-
-        await asyncio.gather(*(prepare_one(index, item) for index, item in enumerate(batch)))
+    async def _prepare_one(self, tmp_dir: Path, index: int, item: _Item) -> None:
+        """Fetch and decode one item; a failure becomes the item's error."""
+        path = tmp_dir / f"{index}-{item.spec.id}.audio"
+        try:
+            fetch = functools.partial(
+                fetch_audio, item.spec.audio, path, self.settings.limits, self.credentials
+            )
+            await self._stage(item, "fetch", "fetched", fetch)
+            if item.ok:
+                decode = functools.partial(decode_audio, path, self.settings.limits.max_seconds)
+                item.audio = await self._stage(item, "decode", "decoded", decode)
+        finally:
+            # The file can be gigabytes: gone as soon as it is decoded, not at job end.
+            path.unlink(missing_ok=True)
+        if item.ok and item.audio is not None:
+            item.result.duration_s = round(item.audio.size / SAMPLE_RATE, 3)
 
     async def _stage(self, item: _Item, timer: str, done: str, func: Callable[[], Any]) -> Any:
         """Run a blocking stage in a thread, timing it and turning its failure into the item's error."""
@@ -397,7 +420,7 @@ class _JobRunner:
             audios,
             language=self.input.language,
             word_timestamps=self.word_timestamps,
-            batch_size=self.settings.batch_size,
+            batch_size=self._batch_limits().max_items,
         )
         started = time.perf_counter()
         try:

@@ -175,6 +175,21 @@ def _stitch(
     return Transcript(text=" ".join(texts), segments=segments, language=language or detected)
 
 
+def _calls(durations: list[float], max_items: int, max_audio_s: float) -> list[list[int]]:
+    """Consecutive positions grouped into engine calls: up to max_items audios and max_audio_s
+    seconds each (one audio longer than that has a call of its own)."""
+    calls: list[list[int]] = []
+    seconds = 0.0
+    for position, duration in enumerate(durations):
+        if calls and len(calls[-1]) < max_items and seconds + duration <= max_audio_s:
+            calls[-1].append(position)
+            seconds += duration
+        else:
+            calls.append([position])
+            seconds = duration
+    return calls
+
+
 def transcribe_long(
     engine: Engine,
     audios: list[np.ndarray],
@@ -182,17 +197,20 @@ def transcribe_long(
     language: str | None = None,
     word_timestamps: bool = False,
     max_chunk_s: float | None = None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     options: ChunkingOptions | None = None,
 ) -> list[Transcript]:
     """Transcribe 16 kHz mono arrays of any length; one Transcript per input, in order.
 
     max_chunk_s: None takes the engine's `max_chunk_s` attribute (DEFAULT_MAX_CHUNK_S when it has
     none; an engine that sets it to None reads long audio whole). math.inf turns chunking off.
-    Audio no longer than the bound reaches the engine as it is.
+    Audio no longer than the bound reaches the engine as it is. Each engine call carries up to the
+    engine's batch_limits() (batch_size, when given, caps the number of audios per call).
     """
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    limits = engine.batch_limits()
+    max_items = batch_size or limits.max_items
     bound = _resolve_max_chunk_s(engine, max_chunk_s)
     plans: list[list[Chunk]] = []
     for audio in audios:
@@ -207,8 +225,9 @@ def transcribe_long(
     # decoder finishes a batch when its longest text does.
     order = sorted(range(len(flat)), key=lambda i: flat[i][1].end - flat[i][1].start)
     results: list[Transcript | None] = [None] * len(flat)
-    for begin in range(0, len(order), batch_size):
-        picked = order[begin : begin + batch_size]
+    sizes = [(flat[i][1].end - flat[i][1].start) / SAMPLE_RATE for i in order]
+    for picked_positions in _calls(sizes, max_items, limits.max_audio_s):
+        picked = [order[position] for position in picked_positions]
         batch = [audios[flat[i][0]][flat[i][1].start : flat[i][1].end] for i in picked]
         transcripts = engine.transcribe(batch, language=language, word_timestamps=word_timestamps)
         if len(transcripts) != len(batch):

@@ -34,6 +34,20 @@ class Transcript:
     language: str | None = None
 
 
+@dataclass(frozen=True)
+class BatchLimits:
+    """How much one transcribe() call should carry for the engine to run at its best.
+
+    The job pipeline fills each engine call up to these limits (whichever is reached first), and
+    long-form chunking hands the engine its chunks in calls of the same size: a call that is too
+    small leaves batch slots (or CPU streams) idle, one that is too large holds more decoded audio
+    in memory than the engine can use at once.
+    """
+
+    max_items: int
+    max_audio_s: float
+
+
 class EngineError(Exception):
     """The engine failed on this batch. gpu_failed marks CUDA errors that poison the process."""
 
@@ -57,6 +71,10 @@ class Engine(ABC):
         word_timestamps: bool = False,
     ) -> list[Transcript]:
         """Transcribe float32 16 kHz mono arrays; one Transcript per input, in order."""
+
+    def batch_limits(self) -> BatchLimits:
+        """What one transcribe() call should carry; engines with a batch sweet spot override it."""
+        return BatchLimits(max_items=8, max_audio_s=8 * 30.0)
 
     def smoke_test(self) -> None:
         """Run one second of silence through the model so a broken GPU or model fails at start-up."""

@@ -11,7 +11,16 @@ from typing import Any
 
 import numpy as np
 
-from handler.engines.base import SAMPLE_RATE, Engine, EngineError, SegmentTiming, Transcript, WordTiming
+from handler.engines.base import (
+    SAMPLE_RATE,
+    BatchLimits,
+    Engine,
+    EngineError,
+    SegmentTiming,
+    Transcript,
+    WordTiming,
+)
+from handler.engines.gpu_memory import NEMO_BATCH_DEFAULT, free_gpu_bytes, nemo_batch_for_memory
 
 # The .nemo file is local; a hub lookup at run time would be a bug, so make it impossible.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -41,7 +50,8 @@ class NemoEngine(Engine):
       STENOPOD_LOCAL_ATTENTION_S      audio longer than this (default 1200 s) is encoded with
                                       local attention, whose memory grows linearly, not
                                       quadratically, with length.
-      STENOPOD_NEMO_BATCH_SIZE        arrays per forward pass (default 16 on GPU, 4 on CPU).
+      STENOPOD_NEMO_BATCH_SIZE        arrays per forward pass (default: picked from the free GPU
+                                      memory and the longest audio, up to 128; 4 on the CPU).
     """
 
     engine_name = "nemo"
@@ -56,8 +66,14 @@ class NemoEngine(Engine):
         self.device = device
         self.path = Path(path)
         self.local_attention_s = float(os.environ.get("STENOPOD_LOCAL_ATTENTION_S", "1200"))
-        default_batch = 16 if device == "cuda" else 4
-        self.batch_size = int(os.environ.get("STENOPOD_NEMO_BATCH_SIZE", str(default_batch)))
+        # A fixed batch size when configured; otherwise picked per call from the free GPU memory
+        # and the call's longest audio (gpu_memory), 4 on the CPU.
+        configured = os.environ.get("STENOPOD_NEMO_BATCH_SIZE", "").strip()
+        self.batch_size: int | None = (
+            int(configured) if configured.isdigit() and int(configured) > 0 else None
+        )
+        if self.batch_size is None and device != "cuda":
+            self.batch_size = 4
         self._lock = threading.Lock()
 
         self.model: Any = ASRModel.restore_from(str(self.path), map_location=torch.device(device))
@@ -148,12 +164,22 @@ class NemoEngine(Engine):
             raise EngineError(f"nemo returned {len(transcripts)} transcripts for {len(arrays)} inputs")
         return transcripts
 
+    def batch_limits(self) -> BatchLimits:
+        # A few of NeMo's own batches per call, so its duration-sorted batching has room to work.
+        items = 4 * (self.batch_size or NEMO_BATCH_DEFAULT)
+        return BatchLimits(max_items=items, max_audio_s=items * 30.0)
+
+    def _batch_size_for(self, arrays: list[np.ndarray], indices: list[int]) -> int:
+        if self.batch_size is not None:
+            return self.batch_size
+        longest = max(arrays[i].size for i in indices) / SAMPLE_RATE
+        return nemo_batch_for_memory(longest, free_gpu_bytes())
+
     def _run(self, arrays: list[np.ndarray], indices: list[int]) -> Iterator[Any]:
         batch = [_pad_right(arrays[i]) for i in indices]
+        batch_size = self._batch_size_for(arrays, indices)
         with self._autocast():
-            hypotheses = self.model.transcribe(
-                batch, batch_size=self.batch_size, timestamps=True, verbose=False
-            )
+            hypotheses = self.model.transcribe(batch, batch_size=batch_size, timestamps=True, verbose=False)
         # RNNT models return a list; some versions return (best, n-best).
         if isinstance(hypotheses, tuple):
             hypotheses = hypotheses[0]

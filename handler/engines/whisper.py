@@ -5,26 +5,34 @@ from __future__ import annotations
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from handler.engines.base import SAMPLE_RATE, Engine, EngineError, SegmentTiming, Transcript, WordTiming
+from handler.engines.base import (
+    SAMPLE_RATE,
+    BatchLimits,
+    Engine,
+    EngineError,
+    SegmentTiming,
+    Transcript,
+    WordTiming,
+)
+from handler.engines.gpu_memory import windows_for_memory
 from handler.engines.whisper_packing import (
-    DEFAULT_CAPACITY_S,
-    DEFAULT_GAP_S,
+    UNCOVERED_SPEECH_LIMIT_S,
     WINDOW_S,
-    Placement,
     TimedText,
     Window,
     owner_of,
     plan_windows,
+    uncovered_speech_s,
     unfinished,
-    window_audio,
     word_owners,
 )
+from handler.engines.whisper_windows import DecodedWindow, decode_windows
 
 if TYPE_CHECKING:
     from faster_whisper.tokenizer import Tokenizer
@@ -33,17 +41,14 @@ if TYPE_CHECKING:
 # Models are local folders; a hub lookup at run time would be a bug, so make it impossible.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-# faster-whisper's defaults for transcribe(): a decode whose text compresses better than this is
-# a repetition loop, one below this average log-probability is unreliable; either sends the
-# packed window's audios to the sequential path, which retries at higher temperatures.
-COMPRESSION_RATIO_THRESHOLD = 2.4
-LOG_PROB_THRESHOLD = -1.0
-NO_SPEECH_THRESHOLD = 0.6
-MAX_INITIAL_TIMESTAMP_S = 1.0
-PACKING_ROUNDS = 2
-TIME_PRECISION_S = 0.02  # one timestamp token
-PREPEND_PUNCTUATIONS = "\"'“¿([{-"
-APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
+# Rounds of batched windows per call: a window the decoder left unfinished continues from where
+# it stopped in the next round (as faster-whisper's loop seeks), and a packed audio whose share
+# cannot be trusted gets a window of its own in the next round. What is left after the last round, and every
+# window failing faster-whisper's quality thresholds, goes the sequential way.
+MAX_ROUNDS = 8
+# Less than this left after a window's last complete segment is not worth a window: it holds at
+# most the tail of a pause.
+MIN_REMAINDER_S = 0.2
 
 
 def _clamp(value: float, duration: float) -> float:
@@ -69,39 +74,44 @@ def _default_streams(device: str) -> int:
 
 
 @dataclass
-class _Decoded:
-    """One packed window's decode, split into segments (dicts as faster-whisper makes them)."""
+class _Piece:
+    """A stretch of one input audio still to transcribe: all of it, or what a window left over."""
 
-    window: Window
-    segments: list[dict[str, Any]]
-    decoded_until_s: float
-    reliable: bool
+    index: int  # the input audio
+    offset_s: float  # where the stretch starts in that audio
+    audio: np.ndarray
+    alone: bool = False  # a window of its own: a shared one could not be attributed
+
+    @property
+    def duration_s(self) -> float:
+        return self.audio.shape[0] / SAMPLE_RATE
+
+    def after(self, seek_s: float) -> _Piece:
+        start = int(round(seek_s * SAMPLE_RATE))
+        return _Piece(self.index, self.offset_s + start / SAMPLE_RATE, self.audio[start:])
 
 
-def _unfinished_from(tokens: list[int], tokenizer: Tokenizer, window: Window) -> float:
-    """Where the speech the decoder left out of a window begins (window.end_s: nothing left out).
+@dataclass
+class _Round:
+    """What one round of windows made of its pieces."""
 
-    A decode ending in two timestamps ("<|16.80|><|19.52|>" then end of text) closed its last
-    segment at 16.80 and announced one at 19.52 that it did not write; one ending in text has an
-    unfinished last segment from its last opening timestamp. Both are left out (faster-whisper's
-    sequential loop re-reads them from a new window); everything before that time is complete.
-    """
-    begin = tokenizer.timestamp_begin
-    pairs = [i for i in range(1, len(tokens)) if tokens[i] >= begin and tokens[i - 1] >= begin]
-    if not pairs:
-        return window.end_s  # one segment for the whole window: faster-whisper takes it as complete
-    return (tokens[pairs[-1]] - begin) * TIME_PRECISION_S
+    done: list[tuple[_Piece, Transcript]] = field(default_factory=list)
+    again: list[_Piece] = field(default_factory=list)  # into the next round's windows
+    alone: list[_Piece] = field(default_factory=list)  # to faster-whisper's sequential transcribe()
 
 
 class WhisperEngine(Engine):
     """A CTranslate2 Whisper model folder, loaded once.
 
-    Short audios (the usual backlog) are packed several to a 30 s window and decoded in batches
-    through CTranslate2 directly (see whisper_packing for why and how). Audios that do not fit a
-    window, that need language detection on a multilingual model, or whose packed decode cannot be
-    attributed safely go through faster-whisper's own sequential transcribe() with beam 5, as the
-    plain loop does, several at once on parallel CTranslate2 streams (num_workers). Long-form
-    chunking is the caller's job (handler.longform), hence vad_filter=False here.
+    Audios up to 30 s (the usual backlog, and long-form chunks) are decoded in batches of 30 s
+    windows through CTranslate2 directly: short ones packed several to a window (see
+    whisper_packing for why and how), longer ones a window each; a window the decoder leaves
+    unfinished continues from its last complete segment in the next batch, as faster-whisper's
+    own loop would. Audios longer than a window, that need language detection on a multilingual
+    model, or whose batched decode fails faster-whisper's quality thresholds go through
+    faster-whisper's sequential transcribe() with beam 5, as the plain loop does, several at once
+    on parallel CTranslate2 streams (num_workers). Long-form chunking is the caller's job
+    (handler.longform), hence vad_filter=False here.
     """
 
     engine_name = "whisper"
@@ -124,11 +134,8 @@ class WhisperEngine(Engine):
         self.device = device
         self.path = Path(path)
         self.beam_size = beam_size
-        # Packing is off only on request (STENOPOD_WHISPER_PACK=0): the comparison in the docs.
+        # Batched windows are off only on request (STENOPOD_WHISPER_PACK=0): the comparison in the docs.
         self.pack = pack if pack is not None else os.environ.get("STENOPOD_WHISPER_PACK", "1") != "0"
-        self.windows_per_call = _env_positive_int("STENOPOD_WHISPER_WINDOW_BATCH") or (
-            16 if device == "cuda" else 4
-        )
         compute_type = "float16" if device == "cuda" else "int8"
         self.streams = _default_streams(device)
         cpu_threads = max(1, (os.cpu_count() or 1) // self.streams) if device == "cpu" else 0
@@ -140,11 +147,29 @@ class WhisperEngine(Engine):
             num_workers=self.streams,
             local_files_only=True,
         )
+        # Windows per CTranslate2 call: on a GPU as many as its free memory holds (with a cap);
+        # on the CPU the beam search's gain from batching levels off at about eight.
+        self.windows_per_call = _env_positive_int("STENOPOD_WHISPER_WINDOW_BATCH") or (
+            windows_for_memory(self.path, beam_size) if device == "cuda" else 12
+        )
         self._pool = (
             ThreadPoolExecutor(self.streams, thread_name_prefix="whisper") if self.streams > 1 else None
         )
-        # Counters for the benchmark and tests: how many windows were packed, how many audios fell back.
-        self.stats = {"windows": 0, "packed_audios": 0, "fallback_audios": 0, "split_segments": 0}
+        # Counters for the benchmark and tests: windows decoded, audios that shared one, window
+        # remainders carried to the next round, audios that fell back to the sequential path.
+        self.stats = {
+            "windows": 0,
+            "packed_audios": 0,
+            "remainders": 0,
+            "fallback_audios": 0,
+            "split_segments": 0,
+            "uncovered": 0,
+        }
+
+    def batch_limits(self) -> BatchLimits:
+        # A call should fill every stream's batch of windows once: fewer leaves a core idle.
+        windows = self.streams * self.windows_per_call
+        return BatchLimits(max_items=2 * windows, max_audio_s=windows * WINDOW_S)
 
     # --- the interface --------------------------------------------------------------------------
 
@@ -155,31 +180,31 @@ class WhisperEngine(Engine):
         word_timestamps: bool = False,
     ) -> list[Transcript]:
         arrays = [np.ascontiguousarray(audio, dtype=np.float32) for audio in audios]
-        results: list[Transcript | None] = [None] * len(arrays)
+        parts: list[list[tuple[float, Transcript]]] = [[] for _ in arrays]
         packable = self._packable(arrays, language)
+        pending = [_Piece(index, 0.0, arrays[index]) for index in packable]
+        alone = [_Piece(index, 0.0, arrays[index]) for index in range(len(arrays)) if index not in packable]
         try:
-            settled: set[int] = set()
-            for _ in range(PACKING_ROUNDS):
-                pending = [index for index in packable if results[index] is None and index not in settled]
+            for _ in range(MAX_ROUNDS):
                 if not pending:
                     break
-                # Audios a window left unattributed (the decoder stopped early, or skipped one)
-                # get a second chance in new windows, with other neighbours, before going alone.
-                # One that had a window to itself would only get the same decode again.
-                done, alone = self._transcribe_packed(arrays, pending, language, word_timestamps)
-                for index, transcript in done.items():
-                    results[index] = transcript
-                settled.update(alone)
-            rest = [index for index in range(len(arrays)) if results[index] is None]
-            self.stats["fallback_audios"] += len([index for index in rest if index in packable])
+                outcome = self._batched_round(pending, language, word_timestamps)
+                for piece, transcript in outcome.done:
+                    parts[piece.index].append((piece.offset_s, transcript))
+                alone.extend(outcome.alone)
+                self.stats["fallback_audios"] += len(outcome.alone)
+                pending = outcome.again
+            self.stats["fallback_audios"] += len(pending)
+            alone.extend(pending)
             alone_results = self._map(
-                lambda i: self._transcribe_one(arrays[i], language, word_timestamps), rest
+                lambda piece: self._transcribe_one(piece.audio, language, word_timestamps), alone
             )
-            for index, transcript in zip(rest, alone_results, strict=True):
-                results[index] = transcript
+            for piece, transcript in zip(alone, alone_results, strict=True):
+                parts[piece.index].append((piece.offset_s, transcript))
         except RuntimeError as error:
             raise EngineError(f"whisper failed: {error}", gpu_failed="CUDA" in str(error)) from error
-        return [transcript for transcript in results if transcript is not None]
+        spoken = self._spoken(language)
+        return [_assemble(parts[index], arrays[index], spoken) for index in range(len(arrays))]
 
     def _map(self, func: Any, values: list[Any]) -> list[Any]:
         # CTranslate2 releases the GIL while it computes, so threads give real parallel streams.
@@ -187,19 +212,22 @@ class WhisperEngine(Engine):
             return [func(value) for value in values]
         return list(self._pool.map(func, values))
 
-    def _packable(self, arrays: list[np.ndarray], language: str | None) -> list[int]:
-        """Audios that may share a window: short, not empty, and with a known language (one
-        window has one language token; detecting it per audio would cost an encoder pass each).
+    def _spoken(self, language: str | None) -> str | None:
+        """What a batched decode used: the given language, or English, all an English-only model speaks."""
+        if self.model.model.is_multilingual:
+            return language
+        return "en"
 
-        Longer audios (long-form chunks of up to 30 s) take faster-whisper's sequential path:
-        measured on the 10-minute recording, decoding them as single windows in a batch lost
-        words (WER 9.0 % against 5.6 %), and packing VAD chunks lost more (docs/performance.md)."""
+    def _packable(self, arrays: list[np.ndarray], language: str | None) -> list[int]:
+        """Audios that may be decoded in batched windows: up to 30 s, not empty, and with a known
+        language (one window has one language token; detecting it per audio would cost an
+        encoder pass each)."""
         if not self.pack or (self.model.model.is_multilingual and language is None):
             return []
-        limit = DEFAULT_CAPACITY_S * SAMPLE_RATE
+        limit = WINDOW_S * SAMPLE_RATE
         return [index for index, audio in enumerate(arrays) if 0 < audio.shape[0] <= limit]
 
-    # --- packed, batched path ----------------------------------------------------------------------
+    # --- batched windows ----------------------------------------------------------------------------
 
     def _tokenizer(self, language: str | None) -> Tokenizer:
         from faster_whisper.tokenizer import Tokenizer
@@ -212,138 +240,101 @@ class WhisperEngine(Engine):
             language=(language or "en") if multilingual else None,
         )
 
-    def _transcribe_packed(
-        self, arrays: list[np.ndarray], packable: list[int], language: str | None, word_timestamps: bool
-    ) -> tuple[dict[int, Transcript], set[int]]:
-        """The audios' transcripts where attribution is safe, and the audios that had a window alone."""
-        durations = [arrays[index].shape[0] / SAMPLE_RATE for index in packable]
-        windows = plan_windows(durations, DEFAULT_CAPACITY_S, DEFAULT_GAP_S)
-        # Windows hold positions in `packable`; map them back to indices of `arrays`.
-        for window in windows:
-            window.placements = [
-                Placement(packable[placement.index], placement.start_s, placement.end_s)
-                for placement in window.placements
-            ]
+    def _groups(self, windows: list[Window]) -> list[list[Window]]:
+        """The windows dealt out to the streams, most speech first, so every stream gets an even
+        share; no group above windows_per_call."""
+        if not windows:
+            return []
+        per_round = self.streams * self.windows_per_call
+        count = min(len(windows), self.streams * math.ceil(len(windows) / per_round))
+        ordered = sorted(windows, key=lambda window: -sum(p.end_s - p.start_s for p in window.placements))
+        return [group for group in (ordered[position::count] for position in range(count)) if group]
+
+    def _batched_round(self, pieces: list[_Piece], language: str | None, word_timestamps: bool) -> _Round:
+        """Plan windows for the pieces, decode them in batches, and sort out what each window made."""
+        windows = plan_windows(
+            [piece.duration_s for piece in pieces],
+            alone={position for position, piece in enumerate(pieces) if piece.alone},
+        )
+        audios = [piece.audio for piece in pieces]
         tokenizer = self._tokenizer(language)
-        # What the decode used: the given language, or English, all an English-only model speaks.
-        spoken = (language or "en") if self.model.model.is_multilingual else "en"
-        # At least one group per stream, so every core has a share; no group above the cap.
-        count = min(len(windows), max(self.streams, math.ceil(len(windows) / self.windows_per_call)))
-        groups = [windows[position::count] for position in range(count)]
-        decoded: list[_Decoded] = [
+        spoken = self._spoken(language) or "en"
+        decoded: list[DecodedWindow] = [
             item
             for group in self._map(
-                lambda group: self._decode_windows(group, arrays, tokenizer, word_timestamps), groups
+                lambda group: decode_windows(
+                    self.model,
+                    group,
+                    audios,
+                    tokenizer,
+                    beam_size=self.beam_size,
+                    word_timestamps=word_timestamps,
+                    encode_one_by_one=self.device == "cpu",
+                ),
+                self._groups(windows),
             )
             for item in group
         ]
         self.stats["windows"] += len(windows)
-        out: dict[int, Transcript] = {}
+        outcome = _Round()
         for item in decoded:
-            out.update(self._attribute(item, arrays, spoken, word_timestamps))
-        self.stats["packed_audios"] += len(out)
-        alone = {window.placements[0].index for window in windows if len(window.placements) == 1}
-        return out, alone
+            placements = item.window.placements
+            if len(placements) == 1:
+                self._settle_single(item, pieces[placements[0].index], spoken, word_timestamps, outcome)
+                continue
+            attributed = self._attribute(item, audios, spoken, word_timestamps)
+            self.stats["packed_audios"] += len(attributed)
+            for placement in placements:
+                piece = pieces[placement.index]
+                if placement.index in attributed:
+                    outcome.done.append((piece, attributed[placement.index]))
+                else:
+                    # A window of its own next round: decoded as the plain loop would, in a batch.
+                    outcome.again.append(_Piece(piece.index, piece.offset_s, piece.audio, alone=True))
+        return outcome
 
-    def _decode_windows(
-        self, windows: list[Window], arrays: list[np.ndarray], tokenizer: Tokenizer, word_timestamps: bool
-    ) -> list[_Decoded]:
-        """One batched encode and one batched beam search over the windows, with timestamps."""
-        from faster_whisper.audio import pad_or_trim
-        from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
-
-        model = self.model
-        features = np.stack([pad_or_trim(self._features(window, arrays)) for window in windows])
-        encoder_output = model.encode(features)
-        prompt = model.get_prompt(tokenizer, [], without_timestamps=False)
-        results = model.model.generate(
-            encoder_output,
-            [list(prompt) for _ in windows],
-            beam_size=self.beam_size,
-            patience=1,
-            length_penalty=1,
-            max_length=model.max_length,
-            return_scores=True,
-            return_no_speech_prob=True,
-            suppress_blank=True,
-            suppress_tokens=list(get_suppressed_tokens(tokenizer, [-1])),
-            max_initial_timestamp_index=int(round(MAX_INITIAL_TIMESTAMP_S / model.time_precision)),
+    def _settle_single(
+        self, item: DecodedWindow, piece: _Piece, language: str, word_timestamps: bool, outcome: _Round
+    ) -> None:
+        """A window of one audio: keep its complete segments, carry what it left to the next round."""
+        if not item.reliable:
+            # The sequential path retries at higher temperatures, as faster-whisper would.
+            outcome.alone.append(piece)
+            return
+        if item.seek_s is not None and item.seek_s <= 0.0:
+            outcome.alone.append(piece)  # nothing complete: another window would decode the same
+            return
+        duration = piece.duration_s
+        segments = [
+            self._packed_segment(segment, segment.get("words") or [], 0.0, duration)
+            for segment in item.segments
+            if segment["text"]
+        ]
+        segments = [segment for segment in segments if segment.text]
+        if not word_timestamps:
+            for segment in segments:
+                segment.words = []
+        outcome.done.append(
+            (piece, Transcript(text=" ".join(s.text for s in segments), segments=segments, language=language))
         )
-        decoded: list[_Decoded] = []
-        frames_per_window = model.feature_extractor.nb_max_frames
-        for window, result in zip(windows, results, strict=True):
-            tokens = result.sequences_ids[0]
-            avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
-            text = tokenizer.decode([token for token in tokens if token < tokenizer.eot]).strip()
-            reliable = (
-                get_compression_ratio(text) <= COMPRESSION_RATIO_THRESHOLD
-                and avg_logprob >= LOG_PROB_THRESHOLD
-                and not (result.no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob < LOG_PROB_THRESHOLD)
-            )
-            segments, _, single_ending = model._split_segments_by_timestamps(
-                tokenizer=tokenizer,
-                tokens=tokens,
-                time_offset=0.0,
-                segment_size=frames_per_window,
-                segment_duration=window.end_s,
-                seek=0,
-            )
-            decoded_until = window.end_s if single_ending else _unfinished_from(tokens, tokenizer, window)
-            decoded.append(_Decoded(window, segments, decoded_until, reliable))
-        # Word times say which audio each word belongs to; a window of one audio needs them only
-        # when the caller asked for them.
-        if word_timestamps or any(len(window.placements) > 1 for window in windows):
-            batch = [item.segments for item in decoded]
-            for position, segments in enumerate(batch):
-                for segment in segments:
-                    segment["seek"] = 0
-                if not segments:
-                    batch[position] = [{"seek": 0, "start": 0.0, "end": 0.0, "tokens": []}]
-            model.add_word_timestamps(
-                batch,
-                tokenizer,
-                encoder_output,
-                [frames_per_window] * len(batch),
-                PREPEND_PUNCTUATIONS,
-                APPEND_PUNCTUATIONS,
-                0.0,
-            )
-        for item in decoded:
-            for segment in item.segments:
-                segment["text"] = tokenizer.decode(
-                    [token for token in segment["tokens"] if token < tokenizer.eot]
-                ).strip()
-        return decoded
-
-    def _features(self, window: Window, arrays: list[np.ndarray]) -> np.ndarray:
-        """The window's log-mel features.
-
-        A window of several audios is padded with digital silence to 30 s BEFORE the mel
-        transform, as in its gaps: with faster-whisper's padding of the features instead (zeros
-        there are not silence), tiny.en took the padding for more speech and stopped before the
-        last audio of most windows. A window of one audio is computed exactly as faster-whisper
-        does, so that its decode is the plain loop's.
-        """
-        samples = window_audio(window, arrays)
-        if len(window.placements) == 1:
-            # faster-whisper's transcribe() leaves out the last frame (its content_frames).
-            return self.model.feature_extractor(samples)[:, :-1]
-        length = int(WINDOW_S * SAMPLE_RATE)
-        return self.model.feature_extractor(np.pad(samples, (0, max(0, length - samples.shape[0]))))
+        if item.seek_s is not None and duration - item.seek_s >= MIN_REMAINDER_S:
+            self.stats["remainders"] += 1
+            outcome.again.append(piece.after(item.seek_s))
 
     def _attribute(
         self,
-        item: _Decoded,
-        arrays: list[np.ndarray],
+        item: DecodedWindow,
+        audios: list[np.ndarray],
         language: str,
         word_timestamps: bool,
     ) -> dict[int, Transcript]:
-        """Give each placement of the window its words and segments, in its own time; leave out
-        any audio whose share cannot be trusted (the caller transcribes those alone).
+        """Give each placement of a shared window its words and segments, in its own time; leave
+        out any audio whose share cannot be trusted (the caller packs those again or transcribes
+        them alone).
 
-        Each word goes to the audio its aligned time overlaps most, so a segment that runs across
-        the silence between two audios is split there (tiny.en rounds segment
-        timestamps to whole seconds, so segment times alone cannot say where one audio ends).
+        Each word goes to the audio its aligned time overlaps most (tiny.en rounds segment
+        timestamps to whole seconds, so segment times alone cannot say where one audio ends); a
+        segment whose words fall in two audios makes both doubtful.
         """
         window = item.window
         if not item.reliable:
@@ -374,7 +365,12 @@ class WhisperEngine(Engine):
                 else:
                     groups.append((owner.index, [word]))
             if len(groups) > 1:
+                # One segment across two audios: seen when two takes of one sentence shared a
+                # window and the decoder wrote it once, its words then spread over both. Neither
+                # share can be trusted; both are packed again with other neighbours, or go alone.
                 self.stats["split_segments"] += 1
+                doubtful.update(index for index, _ in groups)
+                continue
             for index, group in groups:
                 owned[index].append((segment, group))
         out: dict[int, Transcript] = {}
@@ -383,11 +379,19 @@ class WhisperEngine(Engine):
             if placement.index in doubtful or not pieces:
                 # No words at all for an audio that is not silence: the decoder skipped it.
                 continue
-            duration = arrays[placement.index].shape[0] / SAMPLE_RATE
+            duration = audios[placement.index].shape[0] / SAMPLE_RATE
             segments = [
                 self._packed_segment(segment, words, placement.start_s, duration) for segment, words in pieces
             ]
             segments = [segment for segment in segments if segment.text]
+            words_in_audio = [word for segment in segments for word in segment.words]
+            if words_in_audio and (
+                uncovered_speech_s(audios[placement.index], words_in_audio[0].start, words_in_audio[-1].end)
+                > UNCOVERED_SPEECH_LIMIT_S
+            ):
+                # Speech the words do not reach: the decoder skipped part of this audio.
+                self.stats["uncovered"] += 1
+                continue
             if not word_timestamps:
                 for segment in segments:
                     segment.words = []
@@ -454,3 +458,36 @@ class WhisperEngine(Engine):
         start = _clamp(piece.start, duration)
         end = max(start, _clamp(piece.end, duration))
         return SegmentTiming(start=start, end=end, text=piece.text.strip(), words=words)
+
+
+def _assemble(parts: list[tuple[float, Transcript]], audio: np.ndarray, language: str | None) -> Transcript:
+    """One audio's transcript from the stretches it was decoded in, each shifted to its offset."""
+    if len(parts) == 1 and parts[0][0] == 0.0:
+        return parts[0][1]
+    duration = audio.shape[0] / SAMPLE_RATE
+    segments: list[SegmentTiming] = []
+    floor = 0.0
+    for offset, part in sorted(parts, key=lambda pair: pair[0]):
+        for segment in part.segments:
+            start = max(floor, _clamp(segment.start + offset, duration))
+            words: list[WordTiming] = []
+            word_floor = start
+            for word in segment.words:
+                word_start = max(word_floor, _clamp(word.start + offset, duration))
+                words.append(
+                    WordTiming(word_start, max(word_start, _clamp(word.end + offset, duration)), word.text)
+                )
+                word_floor = word_start
+            end = max(start, _clamp(segment.end + offset, duration), words[-1].end if words else start)
+            segments.append(
+                SegmentTiming(start=start, end=min(end, duration), text=segment.text, words=words)
+            )
+            floor = start
+    first_language = next(
+        (part.language for _, part in sorted(parts, key=lambda p: p[0]) if part.language), None
+    )
+    return Transcript(
+        text=" ".join(segment.text for segment in segments),
+        segments=segments,
+        language=language or first_language,
+    )

@@ -13,6 +13,7 @@ These functions are pure (no model), so the rules are unit-tested without infere
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,7 +51,10 @@ class Window:
 
 
 def plan_windows(
-    durations: list[float], capacity_s: float = DEFAULT_CAPACITY_S, gap_s: float = DEFAULT_GAP_S
+    durations: list[float],
+    capacity_s: float = DEFAULT_CAPACITY_S,
+    gap_s: float = DEFAULT_GAP_S,
+    alone: Collection[int] = (),
 ) -> list[Window]:
     """As few windows as fit the audios (each no longer than capacity_s), filled evenly.
 
@@ -58,18 +62,24 @@ def plan_windows(
     starting from the least number of windows that could hold them and adding one when an audio
     does not fit. Even windows finish their batched beam search at about the same step, and
     audios of equal length (often takes of the same recording) land in different windows.
+    An audio longer than capacity_s but no longer than the window itself (a long-form chunk)
+    gets a window of its own: alone in it, it is decoded as faster-whisper's transcribe() would.
+    So does every audio whose index is in `alone`.
     """
-    if any(duration > capacity_s for duration in durations):
-        raise ValueError(f"every audio must fit in {capacity_s} s to be packed")
-    if not durations:
-        return []
-    order = sorted(range(len(durations)), key=lambda i: (-durations[i], i))
-    needed = sum(durations) + gap_s * (len(durations) - 1)
+    if any(duration > WINDOW_S for duration in durations):
+        raise ValueError(f"every audio must fit in the {WINDOW_S:.0f} s window to be packed")
+    solo = [index for index, duration in enumerate(durations) if duration > capacity_s or index in alone]
+    shared = [index for index, duration in enumerate(durations) if index not in solo]
+    windows = [Window([Placement(index, 0.0, durations[index])]) for index in solo]
+    if not shared:
+        return windows
+    order = sorted(shared, key=lambda i: (-durations[i], i))
+    needed = sum(durations[i] for i in shared) + gap_s * (len(shared) - 1)
     count = max(1, math.ceil(needed / capacity_s))
     while True:
-        windows = _fill(durations, order, count, capacity_s, gap_s)
-        if windows is not None:
-            return [window for window in windows if window.placements]
+        filled = _fill(durations, order, count, capacity_s, gap_s)
+        if filled is not None:
+            return windows + [window for window in filled if window.placements]
         count += 1
 
 
@@ -185,3 +195,30 @@ def word_owners(words: list[TimedText], window: Window) -> list[Placement] | Non
             owner = resolved[-1] if resolved else next(later for later in owners if later is not None)
         resolved.append(owner)
     return resolved
+
+
+# A packed audio whose words leave more than this much of its speech uncovered was not fully
+# decoded: seen with two takes of one sentence in a window, where the decoder wrote the first take,
+# skipped the second, and alignment stretched the first take's last words into it.
+UNCOVERED_SPEECH_LIMIT_S = 0.6
+COVER_MARGIN_S = 0.3  # alignment puts word edges this far off now and then
+_FRAME = SAMPLE_RATE // 50  # 20 ms
+SPEECH_LEVEL = 0.2  # a frame this loud relative to the audio's loud frames (90th percentile) is speech
+
+
+def uncovered_speech_s(audio: np.ndarray, first_word_s: float, last_word_end_s: float) -> float:
+    """Seconds of speech-loud 20 ms frames in `audio` before its first word or after its last one
+    (with COVER_MARGIN_S of slack on each side), by a plain energy measure: the words were aligned
+    to this audio, so what lies outside them and is as loud as speech was not transcribed."""
+    count = audio.shape[0] // _FRAME
+    if count == 0:
+        return 0.0
+    frames = audio[: count * _FRAME].reshape(count, _FRAME).astype(np.float64)
+    rms = np.sqrt(np.mean(frames * frames, axis=1))
+    reference = float(np.percentile(rms, 90))
+    if reference <= 1e-4:  # digital silence or nearly: nothing to miss
+        return 0.0
+    loud = rms > SPEECH_LEVEL * reference
+    times = (np.arange(count) + 0.5) * _FRAME / SAMPLE_RATE
+    outside = (times < first_word_s - COVER_MARGIN_S) | (times > last_word_end_s + COVER_MARGIN_S)
+    return float(np.count_nonzero(loud & outside)) * _FRAME / SAMPLE_RATE

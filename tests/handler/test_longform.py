@@ -10,7 +10,7 @@ import pytest
 
 from bench.corpus import BASE_CLIPS, load_clip
 from bench.wer import normalize
-from handler.engines.base import SAMPLE_RATE, Engine, SegmentTiming, Transcript, WordTiming
+from handler.engines.base import SAMPLE_RATE, BatchLimits, Engine, SegmentTiming, Transcript, WordTiming
 from handler.longform import DEFAULT_MAX_CHUNK_S, plan_chunks, transcribe_long
 
 CLIPS = {clip.name: clip for clip in BASE_CLIPS}
@@ -148,6 +148,26 @@ def test_chunks_of_all_audios_share_batches_and_short_audio_passes_through(speec
         assert result.text == f"n{audio.shape[0]}"
         assert result.segments[0].start == pytest.approx(0.5)  # nothing shifted
     assert len(results[1].segments) == chunk_count
+
+
+class SmallCallsTestEngine(RecordingTestEngine):
+    """Test double whose batch sweet spot is three audios or 25 s, whichever comes first."""
+
+    def batch_limits(self) -> BatchLimits:
+        return BatchLimits(max_items=3, max_audio_s=25.0)
+
+
+def test_engine_calls_follow_the_engines_batch_limits(speech) -> None:
+    long_audio, _ = speech
+    engine = SmallCallsTestEngine()
+    transcribe_long(engine, [long_audio], max_chunk_s=12.0)
+
+    sizes = [[audio.size / SAMPLE_RATE for audio in batch] for batch in engine.batches]
+    assert sum(len(batch) for batch in sizes) == len(plan_chunks(long_audio, 12.0))
+    assert all(len(batch) <= 3 for batch in sizes)
+    # Within 25 s of audio, unless one chunk is a call by itself.
+    assert all(sum(batch) <= 25.0 or len(batch) == 1 for batch in sizes)
+    assert len(engine.batches) > math.ceil(len(plan_chunks(long_audio, 12.0)) / 3)  # seconds bound too
 
 
 def test_max_chunk_comes_from_the_engine() -> None:

@@ -18,6 +18,7 @@ from handler.engines.base import SAMPLE_RATE, Transcript
 from handler.engines.whisper_packing import (
     DEFAULT_CAPACITY_S,
     DEFAULT_GAP_S,
+    WINDOW_S,
     Placement,
     TimedText,
     Window,
@@ -66,8 +67,18 @@ def test_plan_spreads_equal_lengths_over_windows() -> None:
 
 def test_plan_refuses_audio_longer_than_a_window_and_accepts_none() -> None:
     with pytest.raises(ValueError, match="must fit"):
-        plan_windows([DEFAULT_CAPACITY_S + 0.1])
+        plan_windows([WINDOW_S + 0.1])
     assert plan_windows([]) == []
+
+
+def test_plan_gives_audio_longer_than_the_shared_capacity_a_window_of_its_own() -> None:
+    # A long-form chunk of 29 s cannot share a window, but it still takes the batched path.
+    windows = plan_windows([29.0, 4.0, 28.0, 5.0])
+    alone = [window for window in windows if len(window.placements) == 1]
+    assert sorted(window.placements[0].index for window in alone) == [0, 2]
+    assert all(window.placements[0].start_s == 0.0 for window in alone)
+    shared = [window for window in windows if len(window.placements) > 1]
+    assert [sorted(p.index for p in window.placements) for window in shared] == [[1, 3]]
 
 
 def test_window_audio_puts_each_audio_at_its_place_with_silence_between() -> None:
@@ -229,3 +240,119 @@ def test_silence_and_empty_audio_do_not_break_a_packed_batch(engine, clips: dict
     assert transcripts[1].text == "" and transcripts[1].segments == []
     assert JFK_PHRASE in normalise(transcripts[0].text)
     assert "ask what you can do" in normalise(transcripts[2].text)
+
+
+# --- windows the decoder leaves unfinished, and doubtful shares ---------------------------------
+
+
+class _Tokens:
+    """Token ids as faster-whisper's tokenizer numbers them: timestamps from timestamp_begin."""
+
+    timestamp_begin = 1000
+
+    def at(self, seconds: float) -> int:
+        return self.timestamp_begin + int(round(seconds / 0.02))
+
+
+def test_seek_continues_from_the_end_of_the_last_complete_segment() -> None:
+    from handler.engines.whisper_windows import seek_after
+
+    t = _Tokens()
+    text = [5, 6, 7]
+    # <0.00> text <4.00><4.20> text <9.80>: ends on a lone timestamp: the window is done.
+    done = [t.at(0.0), *text, t.at(4.0), t.at(4.2), *text, t.at(9.8)]
+    assert seek_after(done, t, single_ending=True) is None
+    # ... <9.80><10.40> text (cut off): the last segment is unfinished; continue from 9.80.
+    cut = [t.at(0.0), *text, t.at(9.8), t.at(10.4), *text]
+    assert seek_after(cut, t, single_ending=False) == pytest.approx(9.8)
+    # No pair of timestamps at all: faster-whisper takes the window as one complete segment.
+    assert seek_after([t.at(0.0), *text], t, single_ending=False) is None
+
+
+def test_uncovered_speech_counts_loud_audio_outside_the_words() -> None:
+    from handler.engines.whisper_packing import uncovered_speech_s
+
+    loud = np.full(SAMPLE_RATE, 0.3, dtype=np.float32)
+    quiet = np.zeros(SAMPLE_RATE, dtype=np.float32)
+    audio = np.concatenate([loud, quiet, loud])  # speech 0-1 s and 2-3 s
+    assert uncovered_speech_s(audio, 0.0, 3.0) == pytest.approx(0.0)
+    assert uncovered_speech_s(audio, 0.0, 1.0) == pytest.approx(1.0, abs=0.05)  # the second second missed
+    assert uncovered_speech_s(quiet, 0.0, 0.1) == 0.0  # silence: nothing to miss
+
+
+def _tempo(audio: np.ndarray, factor: float) -> np.ndarray:
+    positions = np.arange(0, audio.size - 1, factor)
+    return np.interp(positions, np.arange(audio.size), audio).astype(np.float32)
+
+
+def test_two_takes_of_one_sentence_each_keep_their_words(engine, clips: dict[str, np.ndarray]) -> None:  # type: ignore[no-untyped-def]
+    # Seen on the benchmark corpus: two takes of the LibriSpeech sentence shared a window, the
+    # decoder wrote it once, and alignment spread its words over both takes ("counseled him." for
+    # one, the rest for the other). Each take must come back whole.
+    libri = clips["libri"]
+    takes = [libri, _tempo(libri, 1.06), _tempo(libri, 0.94), clips["jfk-a"]]
+
+    transcripts = engine.transcribe(takes)
+
+    for transcript in transcripts[:3]:
+        words = normalise(transcript.text)
+        assert "belly" in words and "him" in words and "into you" in words, words
+    assert JFK_PHRASE in normalise(transcripts[3].text)
+
+
+def test_a_dense_chunk_of_almost_30_s_takes_the_batched_path_whole(
+    engine, clips: dict[str, np.ndarray]
+) -> None:  # type: ignore[no-untyped-def]
+    # A long-form chunk just under 30 s of dense speech, decoded in a window of its own.
+    chunk = np.concatenate(
+        [clips["jfk-a"], clips["jfk-b"], clips["libri"], clips["hotwords"], clips["jfk-a"]]
+    )
+    chunk = chunk[: int(29.5 * SAMPLE_RATE)]
+    before = dict(engine.stats)
+
+    [transcript] = engine.transcribe([chunk], word_timestamps=True)
+
+    text = normalise(transcript.text)
+    assert JFK_PHRASE in text and "ask what you can do for your country" in text
+    assert "belly" in text and "folder" in text
+    assert engine.stats["windows"] > before["windows"]  # the batched path, not the sequential one
+    assert engine.stats["fallback_audios"] == before["fallback_audios"]
+    _check_times(transcript, chunk.size / SAMPLE_RATE)
+    # The last words (the second "ask not what your country ...") are reached and timed late.
+    assert transcript.segments[-1].end > 25.0
+
+
+def test_an_unfinished_window_continues_from_its_last_complete_segment(
+    engine, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """The round bookkeeping, with a test double for the decoder: a 20 s audio whose first window
+    stops after 8 s continues with a window of the remaining 12 s, and the two parts come back as
+    one transcript in the audio's own clock."""
+    from handler.engines import whisper as whisper_module
+    from handler.engines.whisper_windows import DecodedWindow
+
+    seen: list[float] = []
+
+    def decoder_double(model, windows, audios, tokenizer, **options):  # type: ignore[no-untyped-def]
+        out = []
+        for window in windows:
+            length = audios[window.placements[0].index].size / SAMPLE_RATE
+            seen.append(round(length, 2))
+            if length > 15:  # the first window: one complete segment, then the decoder stopped
+                segments = [{"start": 0.0, "end": 8.0, "text": "first part", "tokens": []}]
+                out.append(DecodedWindow(window, segments, 8.0, 8.0, reliable=True))
+            else:  # the rest, read from 8.0 s on
+                segments = [{"start": 0.5, "end": length - 0.5, "text": "the rest", "tokens": []}]
+                out.append(DecodedWindow(window, segments, window.end_s, None, reliable=True))
+        return out
+
+    monkeypatch.setattr(whisper_module, "decode_windows", decoder_double)
+    before = dict(engine.stats)
+    audio = np.full(20 * SAMPLE_RATE, 0.1, dtype=np.float32)
+
+    [transcript] = engine.transcribe([audio])
+
+    assert seen == [20.0, 12.0]
+    assert engine.stats["remainders"] - before["remainders"] == 1
+    assert transcript.text == "first part the rest"
+    assert [(s.start, s.end) for s in transcript.segments] == [(0.0, 8.0), (8.5, 19.5)]
