@@ -39,6 +39,7 @@ from stenopod.storage import ObjectStore, S3Credentials, StorageError, open_stor
 
 from .audio import SAMPLE_RATE, AudioLimits, decode_audio, fetch_audio
 from .callback import post_item
+from .engine_clock import EngineClock
 from .engines.base import BatchLimits, Engine, EngineError, Transcript
 from .engines.registry import ModelUnavailable
 from .errors import StageError
@@ -75,8 +76,10 @@ def _env_batch_size() -> int | None:
     return configured if configured > 0 else None
 
 
-# The first engine call of a job carries this fraction of a full call's audio (see _pipeline).
-FIRST_BATCH_SHARE = 4
+# The first engine call of a job carries this fraction of a full call's audio, and this many
+# engine calls may run at once (see _pipeline).
+FIRST_BATCH_SHARE = 8
+ENGINE_CALLS_IN_FLIGHT = 2
 
 
 @dataclass(frozen=True)
@@ -294,15 +297,19 @@ class _JobRunner:
     async def _pipeline(self, tmp_dir: Path) -> None:
         """Batch by batch, overlapped so the engine does not wait on the network or the store.
 
-        Items are fetched and decoded ahead (handler.feed) while the engine transcribes a batch,
-        and each batch is written while the engine works on the next: memory holds about two
-        engine calls of decoded audio. Each engine call is filled up to the engine's batch limits
-        in audio seconds, except the first, a quarter of that in audio, so the engine starts as soon
-        as a little audio is there instead of waiting for a full call's worth of fetches.
-        engine_wait_s records how long the engine sat idle waiting for input after the first
-        batch; first_input_s and last_output_s the fetch before the first batch and the writes
-        after the last, which nothing overlaps. Their sum is the input/output on the critical
-        path (critical_io_s).
+        Items are fetched and decoded ahead (handler.feed) while the engine transcribes, and each
+        batch is written while the engine works on the next. Each engine call is filled up to the
+        engine's batch limits in audio seconds, except the first, FIRST_BATCH_SHARE of that in
+        audio, so the engine starts as soon as a little audio is there instead of waiting for a
+        full call's worth of fetches. Up to ENGINE_CALLS_IN_FLIGHT calls run at once: the second
+        call's windows fill the streams (or the GPU's gaps) that the first call's last windows
+        leave idle, so a small first call costs no engine time. Memory holds those calls plus
+        one call's worth of audio prepared ahead.
+
+        engine_wait_s records how long the engine sat with no call while the job still had items
+        (waiting for input); first_input_s and last_output_s the fetch before the first call and
+        the writes after the last, which nothing overlaps. Their sum is the input/output on the
+        critical path (critical_io_s).
         """
         limits = self._batch_limits()
         first = BatchLimits(limits.max_items, limits.max_audio_s / FIRST_BATCH_SHARE)
@@ -311,38 +318,46 @@ class _JobRunner:
             functools.partial(self._prepare_one, tmp_dir),
             lambda item: item.audio.size / SAMPLE_RATE if item.audio is not None else 0.0,
             concurrency=self.settings.fetch_concurrency,
-            ahead_audio_s=2 * limits.max_audio_s,
-            ahead_items=2 * limits.max_items,
+            ahead_audio_s=limits.max_audio_s,
+            ahead_items=limits.max_items,
         )
+        clock = EngineClock()
+        calls: set[asyncio.Task[None]] = set()
         writes: list[asyncio.Task[None]] = []
+
+        async def transcribe_then_write(batch: list[_Item]) -> None:
+            clock.call_started()
+            try:
+                await self._transcribe(batch)
+            finally:
+                clock.call_finished()
+            writes.append(asyncio.ensure_future(self._finish(batch)))
+
         try:
-            batches = 0
+            wanted = first
             while True:
-                waited = time.perf_counter()
-                wanted = first if batches == 0 else limits
+                if len(calls) >= ENGINE_CALLS_IN_FLIGHT:
+                    _, pending = await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED)
+                    calls = set(pending)
                 batch = await feed.take(wanted.max_items, wanted.max_audio_s)
                 if not batch:
                     break
-                if batches > 0:
-                    self.engine_wait_s += time.perf_counter() - waited
-                else:
-                    # Nothing to overlap the first fetch with: it is on the critical path.
-                    self.first_input_s = time.perf_counter() - waited
-                batches += 1
-                busy = time.perf_counter()
-                await self._transcribe(batch)
-                self.engine_busy_s += time.perf_counter() - busy
-                writes.append(asyncio.ensure_future(self._finish(batch)))
+                wanted = limits
+                calls.add(asyncio.ensure_future(transcribe_then_write(batch)))
+            await asyncio.gather(*calls)
             tail = time.perf_counter()
             await asyncio.gather(*writes)
             # The writes still running after the last engine call are on the critical path too.
             self.last_output_s = time.perf_counter() - tail
         finally:
-            # A cancelled job must not leave fetches or writes running after its answer.
+            # A cancelled job must not leave fetches, calls or writes running after its answer.
             await feed.close()
-            for task in writes:
+            for task in [*calls, *writes]:
                 task.cancel()
-            await asyncio.gather(*writes, return_exceptions=True)
+            await asyncio.gather(*calls, *writes, return_exceptions=True)
+            self.engine_busy_s = clock.busy_s
+            self.engine_wait_s = clock.wait_s
+            self.first_input_s = clock.first_input_s or 0.0
 
     # --- stages -------------------------------------------------------------------------------
 
@@ -412,8 +427,14 @@ class _JobRunner:
         """Transcribe items in one engine call: sets their transcripts, or returns why it failed."""
         assert self.engine is not None
         audios = [item.audio for item in items]
+        log.info(
+            "job %s: engine call of %d item(s), %.1f s of audio",
+            self.job_id,
+            len(items),
+            sum(audio.size for audio in audios if audio is not None) / SAMPLE_RATE,
+        )
         # transcribe_long cuts long audio at silences into engine-sized chunks and stitches the
-        # times back; short audio reaches the engine whole, in batches of batch_size.
+        # times back; short audio reaches the engine whole, in calls of the engine's batch limits.
         call = functools.partial(
             transcribe_long,
             self.engine,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,6 +158,7 @@ class WhisperEngine(Engine):
         )
         # Counters for the benchmark and tests: windows decoded, audios that shared one, window
         # remainders carried to the next round, audios that fell back to the sequential path.
+        self._stats_lock = threading.Lock()
         self.stats = {
             "windows": 0,
             "packed_audios": 0,
@@ -165,6 +167,11 @@ class WhisperEngine(Engine):
             "split_segments": 0,
             "uncovered": 0,
         }
+
+    def _count(self, name: str, amount: int) -> None:
+        # Calls may run in parallel (the job keeps two in flight): counters are shared.
+        with self._stats_lock:
+            self.stats[name] += amount
 
     def batch_limits(self) -> BatchLimits:
         # A call should fill every stream's batch of windows once: fewer leaves a core idle.
@@ -192,9 +199,9 @@ class WhisperEngine(Engine):
                 for piece, transcript in outcome.done:
                     parts[piece.index].append((piece.offset_s, transcript))
                 alone.extend(outcome.alone)
-                self.stats["fallback_audios"] += len(outcome.alone)
+                self._count("fallback_audios", len(outcome.alone))
                 pending = outcome.again
-            self.stats["fallback_audios"] += len(pending)
+            self._count("fallback_audios", len(pending))
             alone.extend(pending)
             alone_results = self._map(
                 lambda piece: self._transcribe_one(piece.audio, language, word_timestamps), alone
@@ -275,7 +282,7 @@ class WhisperEngine(Engine):
             )
             for item in group
         ]
-        self.stats["windows"] += len(windows)
+        self._count("windows", len(windows))
         outcome = _Round()
         for item in decoded:
             placements = item.window.placements
@@ -283,7 +290,7 @@ class WhisperEngine(Engine):
                 self._settle_single(item, pieces[placements[0].index], spoken, word_timestamps, outcome)
                 continue
             attributed = self._attribute(item, audios, spoken, word_timestamps)
-            self.stats["packed_audios"] += len(attributed)
+            self._count("packed_audios", len(attributed))
             for placement in placements:
                 piece = pieces[placement.index]
                 if placement.index in attributed:
@@ -318,7 +325,7 @@ class WhisperEngine(Engine):
             (piece, Transcript(text=" ".join(s.text for s in segments), segments=segments, language=language))
         )
         if item.seek_s is not None and duration - item.seek_s >= MIN_REMAINDER_S:
-            self.stats["remainders"] += 1
+            self._count("remainders", 1)
             outcome.again.append(piece.after(item.seek_s))
 
     def _attribute(
@@ -368,7 +375,7 @@ class WhisperEngine(Engine):
                 # One segment across two audios: seen when two takes of one sentence shared a
                 # window and the decoder wrote it once, its words then spread over both. Neither
                 # share can be trusted; both are packed again with other neighbours, or go alone.
-                self.stats["split_segments"] += 1
+                self._count("split_segments", 1)
                 doubtful.update(index for index, _ in groups)
                 continue
             for index, group in groups:
@@ -390,7 +397,7 @@ class WhisperEngine(Engine):
                 > UNCOVERED_SPEECH_LIMIT_S
             ):
                 # Speech the words do not reach: the decoder skipped part of this audio.
-                self.stats["uncovered"] += 1
+                self._count("uncovered", 1)
                 continue
             if not word_timestamps:
                 for segment in segments:
