@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -17,7 +18,15 @@ import pytest
 from stenopod.schema import ErrorCode, JobError
 from stenopod.signing import verify
 
-from handler.engines.base import SAMPLE_RATE, Engine, EngineError, SegmentTiming, Transcript, WordTiming
+from handler.engines.base import (
+    SAMPLE_RATE,
+    BatchLimits,
+    Engine,
+    EngineError,
+    SegmentTiming,
+    Transcript,
+    WordTiming,
+)
 from handler.engines.registry import ModelUnavailable
 from handler.job import run_job
 from handler.longform import DEFAULT_MAX_CHUNK_S
@@ -152,6 +161,49 @@ def test_items_are_transcribed_in_batches(
     assert all(item["status"] == "ok" for item in answer["items"])
     assert [len(batch) for batch in registry.engine.batches] == [2, 1]
     assert [item["duration_s"] for item in answer["items"]] == pytest.approx([11.0, 4.0, 3.275], abs=0.05)
+
+
+class SlowOneAtATimeTestEngine(TestDoubleEngine):
+    """TEST DOUBLE: one audio per call, each call taking a while; records how many ran at once."""
+
+    __test__ = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.running = 0
+        self.most_at_once = 0
+        self.lock = threading.Lock()
+
+    def batch_limits(self) -> BatchLimits:
+        return BatchLimits(max_items=1, max_audio_s=3600.0)
+
+    def transcribe(
+        self, audios: list[np.ndarray], language: str | None = None, word_timestamps: bool = False
+    ) -> list[Transcript]:
+        with self.lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            time.sleep(0.4)
+            return super().transcribe(audios, language, word_timestamps)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_engine_calls_overlap_two_at_a_time_and_answers_keep_job_order(data_dir: Path) -> None:
+    engine = SlowOneAtATimeTestEngine()
+    audio = data_uri(data_dir / "librispeech_1089-134686-0001.wav")
+    answer = run({"items": [{"id": f"i{n}", "audio": audio} for n in range(5)]}, TestDoubleRegistry(engine))
+
+    assert [item["id"] for item in answer["items"]] == [f"i{n}" for n in range(5)]
+    assert all(item["status"] == "ok" and item["text"] == "heard audio" for item in answer["items"])
+    assert [len(batch) for batch in engine.batches] == [1] * 5
+    # The next call starts while one is still running, never more than two at once.
+    assert engine.most_at_once == 2
+    worker = answer["worker"]
+    # Busy time is the union of the calls, not their sum (5 x 0.4 s, two at a time).
+    assert worker["engine_busy_s"] < 5 * 0.4
 
 
 def test_word_and_no_timestamps(data_dir: Path) -> None:
