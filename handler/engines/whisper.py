@@ -188,8 +188,8 @@ class WhisperEngine(Engine):
     ) -> list[Transcript]:
         arrays = [np.ascontiguousarray(audio, dtype=np.float32) for audio in audios]
         parts: list[list[tuple[float, Transcript]]] = [[] for _ in arrays]
-        packable = self._packable(arrays, language)
-        pending = [_Piece(index, 0.0, arrays[index]) for index in packable]
+        packable = set(self._packable(arrays, language))
+        pending = [_Piece(index, 0.0, arrays[index]) for index in sorted(packable)]
         alone = [_Piece(index, 0.0, arrays[index]) for index in range(len(arrays)) if index not in packable]
         try:
             for _ in range(MAX_ROUNDS):
@@ -336,8 +336,8 @@ class WhisperEngine(Engine):
         word_timestamps: bool,
     ) -> dict[int, Transcript]:
         """Give each placement of a shared window its words and segments, in its own time; leave
-        out any audio whose share cannot be trusted (the caller packs those again or transcribes
-        them alone).
+        out any audio whose share cannot be trusted (the caller gives those a window of their own
+        in the next round).
 
         Each word goes to the audio its aligned time overlaps most (tiny.en rounds segment
         timestamps to whole seconds, so segment times alone cannot say where one audio ends); a
@@ -374,7 +374,7 @@ class WhisperEngine(Engine):
             if len(groups) > 1:
                 # One segment across two audios: seen when two takes of one sentence shared a
                 # window and the decoder wrote it once, its words then spread over both. Neither
-                # share can be trusted; both are packed again with other neighbours, or go alone.
+                # share can be trusted; both get a window of their own in the next round.
                 self._count("split_segments", 1)
                 doubtful.update(index for index, _ in groups)
                 continue
