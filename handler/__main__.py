@@ -17,11 +17,14 @@ import runpod
 
 from handler.engines.registry import registry_from_env
 from handler.job import run_job
+from handler.parent_watch import watch_parent_from_env
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 # httpx logs every request's full URL at INFO: a presigned audio URL's query string is a credential.
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
+# Under a local endpoint: end with it (a no-op on RunPod, where the variable is never set).
+watch_parent_from_env()
 REGISTRY = registry_from_env()
 REGISTRY.load_all()  # includes each engine's smoke test: a broken GPU or model fails here
 

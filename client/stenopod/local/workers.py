@@ -115,6 +115,8 @@ def build_worker_env(
             "RUNPOD_POD_HOSTNAME": worker.id,
             "RUNPOD_ENDPOINT_ID": endpoint_id,
             "STENOPOD_ALLOW_LOCAL_OUTPUT": "1",
+            # The worker ends itself if this process dies without stopping it (handler.parent_watch).
+            "STENOPOD_PARENT_PID": str(os.getpid()),
         }
     )
     if allow_private_urls:
