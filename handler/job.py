@@ -337,8 +337,10 @@ class _JobRunner:
             wanted = first
             while True:
                 if len(calls) >= ENGINE_CALLS_IN_FLIGHT:
-                    _, pending = await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED)
+                    finished, pending = await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED)
                     calls = set(pending)
+                    for task in finished:
+                        task.result()  # an unexpected failure ends the job as it did with one call
                 batch = await feed.take(wanted.max_items, wanted.max_audio_s)
                 if not batch:
                     break
