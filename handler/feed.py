@@ -6,7 +6,7 @@ than by a count of items matters both ways: a job of 5-second clips should reach
 calls large enough to fill every batch slot (Whisper packs several clips to a window), and a job of
 hour-long recordings must not hold many of them decoded in memory at once. Preparation stops
 running ahead once the decoded audio waiting for the engine reaches `ahead_audio_s` or
-`ahead_items`, so memory holds about two engine calls of audio plus what is in flight.
+`ahead_items`, so memory holds that plus what is in flight and what the engine was handed.
 """
 
 from __future__ import annotations

@@ -374,6 +374,11 @@ class _JobRunner:
             if item.ok:
                 decode = functools.partial(decode_audio, path, self.settings.limits.max_seconds)
                 item.audio = await self._stage(item, "decode", "decoded", decode)
+        except Exception:
+            # Outside the stages (the temp file, say): still this item's error, never an "ok"
+            # item without a transcript.
+            log.exception("job %s item %s: preparing failed", self.job_id, item.spec.id)
+            item.fail(ErrorCode.internal_error, "preparing the audio failed unexpectedly; see the worker log")
         finally:
             # The file can be gigabytes: gone as soon as it is decoded, not at job end.
             path.unlink(missing_ok=True)

@@ -81,7 +81,7 @@ class _Piece:
     index: int  # the input audio
     offset_s: float  # where the stretch starts in that audio
     audio: np.ndarray
-    alone: bool = False  # a window of its own: a shared one could not be attributed
+    own_window: bool = False  # a shared window could not be attributed: one to itself next
 
     @property
     def duration_s(self) -> float:
@@ -98,7 +98,7 @@ class _Round:
 
     done: list[tuple[_Piece, Transcript]] = field(default_factory=list)
     again: list[_Piece] = field(default_factory=list)  # into the next round's windows
-    alone: list[_Piece] = field(default_factory=list)  # to faster-whisper's sequential transcribe()
+    sequential: list[_Piece] = field(default_factory=list)  # to faster-whisper's transcribe()
 
 
 class WhisperEngine(Engine):
@@ -190,7 +190,9 @@ class WhisperEngine(Engine):
         parts: list[list[tuple[float, Transcript]]] = [[] for _ in arrays]
         packable = set(self._packable(arrays, language))
         pending = [_Piece(index, 0.0, arrays[index]) for index in sorted(packable)]
-        alone = [_Piece(index, 0.0, arrays[index]) for index in range(len(arrays)) if index not in packable]
+        sequential = [
+            _Piece(index, 0.0, arrays[index]) for index in range(len(arrays)) if index not in packable
+        ]
         try:
             for _ in range(MAX_ROUNDS):
                 if not pending:
@@ -198,15 +200,15 @@ class WhisperEngine(Engine):
                 outcome = self._batched_round(pending, language, word_timestamps)
                 for piece, transcript in outcome.done:
                     parts[piece.index].append((piece.offset_s, transcript))
-                alone.extend(outcome.alone)
-                self._count("fallback_audios", len(outcome.alone))
+                sequential.extend(outcome.sequential)
+                self._count("fallback_audios", len(outcome.sequential))
                 pending = outcome.again
             self._count("fallback_audios", len(pending))
-            alone.extend(pending)
-            alone_results = self._map(
-                lambda piece: self._transcribe_one(piece.audio, language, word_timestamps), alone
+            sequential.extend(pending)
+            sequential_results = self._map(
+                lambda piece: self._transcribe_one(piece.audio, language, word_timestamps), sequential
             )
-            for piece, transcript in zip(alone, alone_results, strict=True):
+            for piece, transcript in zip(sequential, sequential_results, strict=True):
                 parts[piece.index].append((piece.offset_s, transcript))
         except RuntimeError as error:
             raise EngineError(f"whisper failed: {error}", gpu_failed="CUDA" in str(error)) from error
@@ -261,7 +263,7 @@ class WhisperEngine(Engine):
         """Plan windows for the pieces, decode them in batches, and sort out what each window made."""
         windows = plan_windows(
             [piece.duration_s for piece in pieces],
-            alone={position for position, piece in enumerate(pieces) if piece.alone},
+            alone={position for position, piece in enumerate(pieces) if piece.own_window},
         )
         audios = [piece.audio for piece in pieces]
         tokenizer = self._tokenizer(language)
@@ -297,7 +299,7 @@ class WhisperEngine(Engine):
                     outcome.done.append((piece, attributed[placement.index]))
                 else:
                     # A window of its own next round: decoded as the plain loop would, in a batch.
-                    outcome.again.append(_Piece(piece.index, piece.offset_s, piece.audio, alone=True))
+                    outcome.again.append(_Piece(piece.index, piece.offset_s, piece.audio, own_window=True))
         return outcome
 
     def _settle_single(
@@ -306,10 +308,10 @@ class WhisperEngine(Engine):
         """A window of one audio: keep its complete segments, carry what it left to the next round."""
         if not item.reliable:
             # The sequential path retries at higher temperatures, as faster-whisper would.
-            outcome.alone.append(piece)
+            outcome.sequential.append(piece)
             return
         if item.seek_s is not None and item.seek_s <= 0.0:
-            outcome.alone.append(piece)  # nothing complete: another window would decode the same
+            outcome.sequential.append(piece)  # nothing complete: another window would decode the same
             return
         duration = piece.duration_s
         segments = [

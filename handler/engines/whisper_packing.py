@@ -5,8 +5,9 @@ length), so a 5 s clip pays for 30 s of encoder work, most of it padding: measur
 this project's 2-core CPU, the encoder is ~2/3 of a short clip's time (docs/performance.md). Placing
 several clips in one window, separated by silence, divides that cost by the number of clips. The
 decoder reads the window with timestamps, and each segment goes back to the clip it lies in. A
-segment that spans the silence between two clips, a clip that got no segment, or a window the
-decoder did not finish cannot be attributed safely: those clips are transcribed alone instead.
+segment whose words fall in two clips, a clip that got no words, or one the decoder did not
+reach cannot be attributed safely: those clips get a window of their own in the engine's next
+round (and what fails there too, faster-whisper's sequential transcribe()).
 These functions are pure (no model), so the rules are unit-tested without inference.
 """
 

@@ -47,6 +47,11 @@ class DecodedWindow:
     reliable: bool
 
 
+def _timestamp_pairs(tokens: list[int], begin: int) -> list[int]:
+    """Positions of the second token of each pair of consecutive timestamps (a segment boundary)."""
+    return [i for i in range(1, len(tokens)) if tokens[i] >= begin and tokens[i - 1] >= begin]
+
+
 def _unfinished_from(tokens: list[int], tokenizer: Tokenizer, window: Window) -> float:
     """Where the speech the decoder left out of a window begins (window.end_s: nothing left out).
 
@@ -56,7 +61,7 @@ def _unfinished_from(tokens: list[int], tokenizer: Tokenizer, window: Window) ->
     sequential loop re-reads them from a new window); everything before that time is complete.
     """
     begin = tokenizer.timestamp_begin
-    pairs = [i for i in range(1, len(tokens)) if tokens[i] >= begin and tokens[i - 1] >= begin]
+    pairs = _timestamp_pairs(tokens, begin)
     if not pairs:
         return window.end_s  # one segment for the whole window: faster-whisper takes it as complete
     return (tokens[pairs[-1]] - begin) * TIME_PRECISION_S
@@ -72,7 +77,7 @@ def seek_after(tokens: list[int], tokenizer: Tokenizer, single_ending: bool) -> 
     if single_ending:
         return None
     begin = tokenizer.timestamp_begin
-    pairs = [i for i in range(1, len(tokens)) if tokens[i] >= begin and tokens[i - 1] >= begin]
+    pairs = _timestamp_pairs(tokens, begin)
     if not pairs:
         return None
     return (tokens[pairs[-1] - 1] - begin) * TIME_PRECISION_S
