@@ -136,7 +136,8 @@ def _our_path(
     # overhead a user actually waits for; the per-item stage times above overlap inference.
     busy = max(output["worker"]["engine_busy_s"] for output in outputs)
     timings["engine_busy_s"] = round(busy, 3)
-    timings["engine_wait_s"] = round(max(output["worker"]["engine_wait_s"] for output in outputs), 3)
+    for name in ("engine_wait_s", "first_input_s", "last_output_s"):
+        timings[name] = round(max(output["worker"][name] for output in outputs), 3)
     timings["exposed_overhead_s"] = round(max(0.0, wall - busy), 3)
     # Fetch+decode+write the engine could not overlap (first input, waits, last writes), per job.
     timings["critical_io_s"] = round(max(output["worker"]["critical_io_s"] for output in outputs), 3)

@@ -556,6 +556,8 @@ class _JobRunner:
                 "device": self.engine.device,
                 "engine_busy_s": round(self.engine_busy_s, 3),
                 "engine_wait_s": round(self.engine_wait_s, 3),
+                "first_input_s": round(self.first_input_s, 3),
+                "last_output_s": round(self.last_output_s, 3),
                 # fetch+decode+write on the critical path: the first batch's input, the engine's
                 # waits for later input, and the writes left after the last engine call.
                 "critical_io_s": round(self.first_input_s + self.engine_wait_s + self.last_output_s, 3),
