@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,12 +40,12 @@ from stenopod.storage import ObjectStore, S3Credentials, StorageError, open_stor
 from .audio import SAMPLE_RATE, AudioLimits, decode_audio, fetch_audio
 from .callback import post_item
 from .engine_clock import EngineClock
-from .engines.base import BatchLimits, Engine, EngineError, Transcript
+from .engines.base import Arrivals, BatchLimits, Engine, EngineError, Transcript
 from .engines.registry import ModelUnavailable
 from .errors import StageError
 from .feed import Feed
 from .formats import CONTENT_TYPES, TranscriptDocument, render
-from .longform import transcribe_long
+from .longform import transcribe_long, whole_audio_limit_s
 from .submission import claim_submission, record_submission_result
 
 log = logging.getLogger("stenopod.handler.job")
@@ -80,6 +80,9 @@ def _env_batch_size() -> int | None:
 # engine calls may run at once (see _pipeline).
 FIRST_BATCH_SHARE = 4
 ENGINE_CALLS_IN_FLIGHT = 2
+# A streamed first call stops taking audios when less room than this is left: waiting for one more
+# item to decode would hold back the engine's batched decode for a few seconds of audio.
+MIN_STREAMED_ROOM_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -335,6 +338,11 @@ class _JobRunner:
 
         try:
             wanted = first
+            if self.engine is not None and self.engine.streams_arrivals:
+                streamed = await self._stream_first_call(feed, first, clock, writes)
+                if streamed is not None:
+                    calls.add(streamed)
+                    wanted = limits
             while True:
                 if len(calls) >= ENGINE_CALLS_IN_FLIGHT:
                     finished, pending = await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED)
@@ -360,6 +368,75 @@ class _JobRunner:
             self.engine_busy_s = clock.busy_s
             self.engine_wait_s = clock.wait_s
             self.first_input_s = clock.first_input_s or 0.0
+
+    async def _stream_first_call(
+        self, feed: Feed[_Item], first: BatchLimits, clock: EngineClock, writes: list[asyncio.Task[None]]
+    ) -> asyncio.Task[None] | None:
+        """The first engine call, handed its audios one by one as they are decoded, so the engine
+        starts on the first of them instead of waiting for the whole call's fetches (engines with
+        streams_arrivals). Returns, once the call's intake is closed, the task that finishes it;
+        None when the job had no items.
+
+        Only audio the engine takes whole is streamed in (up to the chunking bound): a longer item
+        waits for the next call, which cuts it into chunks."""
+        assert self.engine is not None
+        bound = whole_audio_limit_s(self.engine)
+        arrivals = Arrivals()
+        batch: list[_Item] = []
+        streamed: list[_Item] = []
+        seconds = 0.0
+        call: asyncio.Future[list[Transcript]] | None = None
+        started = 0.0
+        try:
+            while len(batch) < first.max_items and first.max_audio_s - seconds >= MIN_STREAMED_ROOM_S:
+                room = first.max_audio_s - seconds
+                item = await feed.take_one(room if bound is None else min(room, bound))
+                if item is None:
+                    break
+                batch.append(item)
+                if not item.ok or item.audio is None:
+                    continue
+                seconds += item.audio.size / SAMPLE_RATE
+                if is_silent(item.audio):
+                    item.transcript = Transcript(text="", segments=[], language=None)
+                    continue
+                streamed.append(item)
+                arrivals.put(item.audio)
+                if call is None:
+                    clock.call_started()
+                    started = time.perf_counter()
+                    call = asyncio.get_running_loop().run_in_executor(
+                        None,
+                        functools.partial(
+                            self.engine.transcribe_arriving,
+                            arrivals,
+                            language=self.input.language,
+                            word_timestamps=self.word_timestamps,
+                        ),
+                    )
+        finally:
+            # Also when the job is cancelled here: the engine's thread must not wait forever.
+            arrivals.close()
+        if not batch:
+            return None
+        log.info(
+            "job %s: engine call of %d item(s), %.1f s of audio, streamed in as decoded",
+            self.job_id,
+            len(streamed),
+            sum(item.audio.size for item in streamed if item.audio is not None) / SAMPLE_RATE,
+        )
+
+        async def finish() -> None:
+            if call is not None:
+                try:
+                    failure = await self._settle_engine_call(streamed, call, started, arrivals)
+                finally:
+                    clock.call_finished()
+                    clock.idle_in_call(arrivals.idle_s)
+                await self._after_engine(streamed, failure)
+            writes.append(asyncio.ensure_future(self._finish(batch)))
+
+        return asyncio.ensure_future(finish())
 
     # --- stages -------------------------------------------------------------------------------
 
@@ -416,7 +493,10 @@ class _JobRunner:
             for item in ready:
                 item.fail(ErrorCode.gpu_failed, "the GPU failed earlier in this job; retry the item")
             return
-        failure = await self._run_engine(ready)
+        await self._after_engine(ready, await self._run_engine(ready))
+
+    async def _after_engine(self, ready: list[_Item], failure: ItemError | None) -> None:
+        """After an engine call over `ready`: on failure, find the bad input by retrying each alone."""
         if failure is not None and len(ready) > 1 and failure.code != ErrorCode.gpu_failed:
             # One bad input can fail a whole batch: retry each alone so only the bad one fails.
             for item in ready:
@@ -451,8 +531,21 @@ class _JobRunner:
             batch_size=self._batch_limits().max_items,
         )
         started = time.perf_counter()
+        return await self._settle_engine_call(
+            items, asyncio.get_running_loop().run_in_executor(None, call), started
+        )
+
+    async def _settle_engine_call(
+        self,
+        items: list[_Item],
+        call: Awaitable[list[Transcript]],
+        started: float,
+        arrivals: Arrivals | None = None,
+    ) -> ItemError | None:
+        """Wait for an engine call over items: sets their transcripts, or returns why it failed."""
+        audios = [item.audio for item in items]
         try:
-            transcripts = await asyncio.get_running_loop().run_in_executor(None, call)
+            transcripts = await call
             if len(transcripts) != len(items):
                 raise EngineError(f"engine returned {len(transcripts)} transcripts for {len(items)} inputs")
         except EngineError as error:
@@ -469,7 +562,8 @@ class _JobRunner:
             return ItemError(
                 code=ErrorCode.internal_error, message="transcription failed unexpectedly; see the worker log"
             )
-        elapsed = time.perf_counter() - started
+        # A streamed call's wait for its audios was not inference.
+        elapsed = time.perf_counter() - started - (arrivals.idle_s if arrivals is not None else 0.0)
         # One call served every item: share its time out by each item's share of the audio.
         sizes = [audio.size for audio in audios if audio is not None]
         total = sum(sizes) or 1

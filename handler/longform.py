@@ -134,6 +134,11 @@ def _resolve_max_chunk_s(engine: Engine, max_chunk_s: float | None) -> float | N
     return float(max_chunk_s)
 
 
+def whole_audio_limit_s(engine: Engine) -> float | None:
+    """The longest audio transcribe_long hands this engine whole (None: any length)."""
+    return _resolve_max_chunk_s(engine, None)
+
+
 def _shift(transcript: Transcript, offset: float, limit: float, floor: float) -> list[SegmentTiming]:
     """The chunk's segments in the audio's time: offset added, within [floor, limit], monotonic."""
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,7 @@ import numpy as np
 
 from handler.engines.base import (
     SAMPLE_RATE,
+    Arrivals,
     BatchLimits,
     Engine,
     EngineError,
@@ -22,6 +24,7 @@ from handler.engines.base import (
     WordTiming,
 )
 from handler.engines.gpu_memory import windows_for_memory
+from handler.engines.whisper_intake import OnlinePacker
 from handler.engines.whisper_packing import (
     UNCOVERED_SPEECH_LIMIT_S,
     WINDOW_S,
@@ -33,7 +36,7 @@ from handler.engines.whisper_packing import (
     unfinished,
     word_owners,
 )
-from handler.engines.whisper_windows import DecodedWindow, decode_windows
+from handler.engines.whisper_windows import DecodedWindow, decode_windows, encode_window
 
 if TYPE_CHECKING:
     from faster_whisper.tokenizer import Tokenizer
@@ -187,31 +190,121 @@ class WhisperEngine(Engine):
         word_timestamps: bool = False,
     ) -> list[Transcript]:
         arrays = [np.ascontiguousarray(audio, dtype=np.float32) for audio in audios]
-        parts: list[list[tuple[float, Transcript]]] = [[] for _ in arrays]
         packable = set(self._packable(arrays, language))
         pending = [_Piece(index, 0.0, arrays[index]) for index in sorted(packable)]
         sequential = [
             _Piece(index, 0.0, arrays[index]) for index in range(len(arrays)) if index not in packable
         ]
         try:
-            for _ in range(MAX_ROUNDS):
-                if not pending:
-                    break
-                outcome = self._batched_round(pending, language, word_timestamps)
-                for piece, transcript in outcome.done:
-                    parts[piece.index].append((piece.offset_s, transcript))
-                sequential.extend(outcome.sequential)
-                self._count("fallback_audios", len(outcome.sequential))
-                pending = outcome.again
-            self._count("fallback_audios", len(pending))
-            sequential.extend(pending)
-            sequential_results = self._map(
-                lambda piece: self._transcribe_one(piece.audio, language, word_timestamps), sequential
-            )
-            for piece, transcript in zip(sequential, sequential_results, strict=True):
-                parts[piece.index].append((piece.offset_s, transcript))
+            return self._rounds(arrays, pending, sequential, language, word_timestamps)
         except RuntimeError as error:
             raise EngineError(f"whisper failed: {error}", gpu_failed="CUDA" in str(error)) from error
+
+    @property
+    def streams_arrivals(self) -> bool:  # type: ignore[override]
+        # On the CPU windows are encoded one at a time anyway, so each can be encoded as soon as
+        # it fills. On a GPU one batched encode is faster, and outputs encoded apart would have
+        # to be gathered from device memory: there the call waits for its audios.
+        return self.pack and self.device == "cpu"
+
+    def transcribe_arriving(
+        self,
+        arrivals: Arrivals,
+        language: str | None = None,
+        word_timestamps: bool = False,
+    ) -> list[Transcript]:
+        """The first round's windows packed and encoded while the audios are still arriving
+        (whisper_intake), its beam search once the intake is closed; then as transcribe()."""
+        if not self.streams_arrivals or (self.model.model.is_multilingual and language is None):
+            return super().transcribe_arriving(arrivals, language, word_timestamps)
+        arrays: list[np.ndarray] = []
+        pieces: list[_Piece] = []  # the first round's; its windows' placements index this list
+        sequential: list[_Piece] = []
+        packer = OnlinePacker()
+        encodes: list[tuple[Window, Future[np.ndarray]]] = []
+        # When each encode ran ([start, end], end None while it runs): the intake's idle time is
+        # what none of them covers.
+        busy: list[list[float | None]] = []
+
+        def encode(window: Window, audios: list[np.ndarray]) -> np.ndarray:
+            interval: list[float | None] = [time.perf_counter(), None]
+            busy.append(interval)
+            try:
+                return encode_window(self.model, window, audios)
+            finally:
+                interval[1] = time.perf_counter()
+
+        def submit(window: Window) -> None:
+            audios = [piece.audio for piece in pieces]
+            if self._pool is None:
+                future: Future[np.ndarray] = Future()
+                future.set_result(encode(window, audios))
+            else:
+                future = self._pool.submit(encode, window, audios)
+            encodes.append((window, future))
+
+        try:
+            intake_started = time.perf_counter()
+            try:
+                while (audio := arrivals.next(idle=False)) is not None:
+                    array = np.ascontiguousarray(audio, dtype=np.float32)
+                    arrays.append(array)
+                    piece = _Piece(len(arrays) - 1, 0.0, array)
+                    if not 0 < array.shape[0] <= WINDOW_S * SAMPLE_RATE:
+                        sequential.append(piece)
+                        continue
+                    pieces.append(piece)
+                    ready = packer.add(len(pieces) - 1, piece.duration_s)
+                    # A window for each stream the encoder has free; the rest waits for more audio.
+                    running = sum(not future.done() for _, future in encodes) + len(ready)
+                    ready += packer.full_windows(self.streams - running)
+                    for window in ready:
+                        submit(window)
+            finally:
+                now = time.perf_counter()
+                spans = [(float(lo or now), float(hi or now)) for lo, hi in list(busy)]
+                arrivals.add_idle(_uncovered(intake_started, now, spans))
+            for window in packer.finish():
+                submit(window)
+            planned = [(window, future.result()) for window, future in encodes]
+            first = self._batched_round(pieces, language, word_timestamps, planned=planned)
+            self._count("fallback_audios", len(first.sequential))
+            return self._rounds(
+                arrays, first.again, sequential + first.sequential, language, word_timestamps, first
+            )
+        except RuntimeError as error:
+            raise EngineError(f"whisper failed: {error}", gpu_failed="CUDA" in str(error)) from error
+
+    def _rounds(
+        self,
+        arrays: list[np.ndarray],
+        pending: list[_Piece],
+        sequential: list[_Piece],
+        language: str | None,
+        word_timestamps: bool,
+        first: _Round | None = None,
+    ) -> list[Transcript]:
+        """Rounds of batched windows until every piece is done (first: a round already run), then
+        the sequential path for what is left, and each audio's transcript put together."""
+        parts: list[list[tuple[float, Transcript]]] = [[] for _ in arrays]
+        for piece, transcript in first.done if first is not None else []:
+            parts[piece.index].append((piece.offset_s, transcript))
+        for _ in range(MAX_ROUNDS - (first is not None)):
+            if not pending:
+                break
+            outcome = self._batched_round(pending, language, word_timestamps)
+            for piece, transcript in outcome.done:
+                parts[piece.index].append((piece.offset_s, transcript))
+            sequential.extend(outcome.sequential)
+            self._count("fallback_audios", len(outcome.sequential))
+            pending = outcome.again
+        self._count("fallback_audios", len(pending))
+        sequential.extend(pending)
+        sequential_results = self._map(
+            lambda piece: self._transcribe_one(piece.audio, language, word_timestamps), sequential
+        )
+        for piece, transcript in zip(sequential, sequential_results, strict=True):
+            parts[piece.index].append((piece.offset_s, transcript))
         spoken = self._spoken(language)
         return [_assemble(parts[index], arrays[index], spoken) for index in range(len(arrays))]
 
@@ -259,12 +352,24 @@ class WhisperEngine(Engine):
         ordered = sorted(windows, key=lambda window: -sum(p.end_s - p.start_s for p in window.placements))
         return [group for group in (ordered[position::count] for position in range(count)) if group]
 
-    def _batched_round(self, pieces: list[_Piece], language: str | None, word_timestamps: bool) -> _Round:
-        """Plan windows for the pieces, decode them in batches, and sort out what each window made."""
-        windows = plan_windows(
-            [piece.duration_s for piece in pieces],
-            alone={position for position, piece in enumerate(pieces) if piece.own_window},
-        )
+    def _batched_round(
+        self,
+        pieces: list[_Piece],
+        language: str | None,
+        word_timestamps: bool,
+        planned: list[tuple[Window, np.ndarray]] | None = None,
+    ) -> _Round:
+        """Plan windows for the pieces (planned: windows already packed and encoded, with their
+        encoder outputs), decode them in batches, and sort out what each window made."""
+        if planned is None:
+            windows = plan_windows(
+                [piece.duration_s for piece in pieces],
+                alone={position for position, piece in enumerate(pieces) if piece.own_window},
+            )
+            encoded: dict[int, np.ndarray] = {}
+        else:
+            windows = [window for window, _ in planned]
+            encoded = {id(window): output for window, output in planned}
         audios = [piece.audio for piece in pieces]
         tokenizer = self._tokenizer(language)
         spoken = self._spoken(language) or "en"
@@ -279,6 +384,7 @@ class WhisperEngine(Engine):
                     beam_size=self.beam_size,
                     word_timestamps=word_timestamps,
                     encode_one_by_one=self.device == "cpu",
+                    encoded=[encoded[id(window)] for window in group] if encoded else None,
                 ),
                 self._groups(windows),
             )
@@ -467,6 +573,17 @@ class WhisperEngine(Engine):
         start = _clamp(piece.start, duration)
         end = max(start, _clamp(piece.end, duration))
         return SegmentTiming(start=start, end=end, text=piece.text.strip(), words=words)
+
+
+def _uncovered(start: float, end: float, busy: list[tuple[float, float]]) -> float:
+    """Seconds of [start, end] that no interval in busy covers (the engine had nothing running)."""
+    covered, reach = 0.0, start
+    for lo, hi in sorted(busy):
+        lo, hi = max(lo, reach), min(hi, end)
+        if hi > lo:
+            covered += hi - lo
+            reach = hi
+    return max(0.0, end - start - covered)
 
 
 def _assemble(parts: list[tuple[float, Transcript]], audio: np.ndarray, language: str | None) -> Transcript:

@@ -118,6 +118,12 @@ def _encode(model: WhisperModel, features: np.ndarray, one_by_one: bool) -> Any:
     return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.concatenate(parts)))
 
 
+def encode_window(model: WhisperModel, window: Window, audios: list[np.ndarray]) -> np.ndarray:
+    """One window's encoder output on the CPU, as a host array (1 x frames x width): windows encoded
+    as their audio arrives are stacked into one beam search later (see decode_windows)."""
+    return np.asarray(model.encode(window_features(model, window, audios)[np.newaxis]))
+
+
 def decode_windows(
     model: WhisperModel,
     windows: list[Window],
@@ -127,14 +133,20 @@ def decode_windows(
     beam_size: int,
     word_timestamps: bool,
     encode_one_by_one: bool,
+    encoded: list[np.ndarray] | None = None,
 ) -> list[DecodedWindow]:
     """One encode and one batched beam search with timestamps over the windows, as faster-whisper's
     transcribe() decodes one window at temperature 0 (no previous text, suppress_blank, the same
-    suppressed tokens and first-timestamp limit)."""
+    suppressed tokens and first-timestamp limit). encoded: the windows' encoder outputs from
+    encode_window, when they were computed ahead."""
+    import ctranslate2
     from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
 
-    features = np.stack([window_features(model, window, audios) for window in windows])
-    encoder_output = _encode(model, features, encode_one_by_one)
+    if encoded is not None:
+        encoder_output = ctranslate2.StorageView.from_array(np.ascontiguousarray(np.concatenate(encoded)))
+    else:
+        features = np.stack([window_features(model, window, audios) for window in windows])
+        encoder_output = _encode(model, features, encode_one_by_one)
     prompt = model.get_prompt(tokenizer, [], without_timestamps=False)
     results = model.model.generate(
         encoder_output,

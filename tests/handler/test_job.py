@@ -20,6 +20,7 @@ from stenopod.signing import verify
 
 from handler.engines.base import (
     SAMPLE_RATE,
+    Arrivals,
     BatchLimits,
     Engine,
     EngineError,
@@ -647,3 +648,166 @@ def test_long_audio_reaches_the_engine_in_chunks(audio_server: AudioHTTPServer) 
     assert len(chunks) > 1 and max(chunks) <= DEFAULT_MAX_CHUNK_S * SAMPLE_RATE
     ends = [segment["end"] for segment in item["segments"]]
     assert ends == sorted(ends) and ends[-1] <= 60.0
+
+
+# --- the first call streams its audios in (engines with streams_arrivals) ---------------------
+
+
+class StreamingTestEngine(TestDoubleEngine):
+    """TEST DOUBLE: an engine whose first call takes its audios as they arrive (as Whisper's CPU
+    path does); records when each audio reached it and how it was called."""
+
+    __test__ = False
+    streams_arrivals = True
+
+    def __init__(self, failure: Exception | None = None) -> None:
+        super().__init__(failure)
+        self.arrived_at: list[float] = []
+        self.streamed: list[list[int]] = []
+
+    def transcribe_arriving(
+        self, arrivals: Arrivals, language: str | None = None, word_timestamps: bool = False
+    ) -> list[Transcript]:
+        audios = []
+        while (audio := arrivals.next()) is not None:
+            self.arrived_at.append(time.perf_counter())
+            audios.append(audio)
+        self.streamed.append([audio.size for audio in audios])
+        return self.transcribe(audios, language, word_timestamps)
+
+
+class DelayedAudioServer(AudioHTTPServer):
+    """Serves /clip-N.wav after `delay_s`, noting when each request came in."""
+
+    def __init__(self, root: Path, delay_s: float, samples: dict[str, int]) -> None:
+        super().__init__(root)
+        self.requested_at: dict[str, float] = {}
+        for name, count in samples.items():
+            self.routes[f"/{name}"] = self._route(name, wav_of(count), delay_s)
+
+    def _route(self, name: str, body: bytes, delay_s: float) -> Any:
+        def handle(request: BaseHTTPRequestHandler) -> None:
+            self.requested_at[name] = time.perf_counter()
+            time.sleep(delay_s)
+            request.send_response(200)
+            request.send_header("Content-Length", str(len(body)))
+            request.end_headers()
+            request.wfile.write(body)
+
+        return handle
+
+
+@pytest.fixture
+def one_fetch_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STENOPOD_FETCH_CONCURRENCY", "1")
+
+
+def test_first_call_takes_audios_while_the_rest_is_fetched(tmp_path: Path, one_fetch_at_a_time: None) -> None:
+    delay = 0.15
+    names = [f"clip-{n}.wav" for n in range(5)]
+    server = DelayedAudioServer(
+        tmp_path, delay, {name: 16_000 * (n + 1) for n, name in enumerate(names)}
+    ).start()
+    engine = StreamingTestEngine()
+    try:
+        answer = run(
+            {"items": [{"id": f"i{n}", "audio": server.url(name)} for n, name in enumerate(names)]},
+            TestDoubleRegistry(engine),
+        )
+    finally:
+        server.stop()
+    assert [item["id"] for item in answer["items"]] == [f"i{n}" for n in range(5)]
+    assert [item["duration_s"] for item in answer["items"]] == pytest.approx([1, 2, 3, 4, 5], abs=0.01)
+    assert all(item["status"] == "ok" for item in answer["items"])
+    # One streamed call held every item, and its first audio was in the engine before the last
+    # item was even asked for.
+    assert engine.streamed == [[16_000 * (n + 1) for n in range(5)]]
+    assert engine.batches == engine.streamed
+    assert engine.arrived_at[0] < server.requested_at[names[-1]]
+    # The engine's wait for the later fetches (4 x delay at least) is input on the critical path,
+    # not engine time.
+    worker = answer["worker"]
+    assert worker["first_input_s"] >= 5 * delay * 0.95
+    assert worker["critical_io_s"] >= worker["first_input_s"]
+    assert worker["engine_busy_s"] < worker["first_input_s"]
+
+
+def test_long_items_wait_for_a_call_that_chunks_them(tmp_path: Path, one_fetch_at_a_time: None) -> None:
+    long_samples = int((DEFAULT_MAX_CHUNK_S + 10) * SAMPLE_RATE)
+    samples = {"a.wav": 16_000, "long.wav": long_samples, "b.wav": 32_000}
+    server = DelayedAudioServer(tmp_path, 0.0, samples).start()
+    engine = StreamingTestEngine()
+    try:
+        answer = run(
+            {"items": [{"id": name, "audio": server.url(name)} for name in samples]},
+            TestDoubleRegistry(engine),
+        )
+    finally:
+        server.stop()
+    assert [item["status"] for item in answer["items"]] == ["ok", "ok", "ok"]
+    assert answer["items"][1]["duration_s"] == pytest.approx(DEFAULT_MAX_CHUNK_S + 10)
+    assert engine.streamed == [[16_000, 32_000]]
+    # The long one went through transcribe_long in a later call (cut by the VAD: a constant tone
+    # has no speech, so no chunk at all reaches the engine), never whole.
+    assert all(size <= DEFAULT_MAX_CHUNK_S * SAMPLE_RATE for batch in engine.batches for size in batch)
+
+
+def test_a_failed_streamed_call_is_retried_item_by_item() -> None:
+    engine = StreamingTestEngine()
+    good = "data:audio/wav;base64," + base64.b64encode(wav_of(16_000)).decode()
+    poison = "data:audio/wav;base64," + base64.b64encode(wav_of(POISON_SAMPLES)).decode()
+    silent = "data:audio/wav;base64," + base64.b64encode(wav_bytes_of_silence(8_000)).decode()
+    answer = run(
+        {
+            "items": [
+                {"id": "a", "audio": good},
+                {"id": "b", "audio": poison},
+                {"id": "quiet", "audio": silent},
+                {"id": "c", "audio": good},
+            ]
+        },
+        TestDoubleRegistry(engine),
+    )
+    assert [i["status"] for i in answer["items"]] == ["ok", "error", "ok", "ok"]
+    assert answer["items"][1]["error"]["code"] == "inference_failed"
+    assert answer["items"][2]["text"] == ""  # silence never reaches the engine
+    assert len(engine.streamed) == 1 and sorted(engine.streamed[0]) == [POISON_SAMPLES, 16_000, 16_000]
+    assert engine.batches[1:] == [[16_000], [POISON_SAMPLES], [16_000]]  # then one by one
+
+
+def wav_bytes_of_silence(samples: int) -> bytes:
+    import io
+    import wave
+
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(SAMPLE_RATE)
+        out.writeframes(b"\x00\x00" * samples)
+    return buf.getvalue()
+
+
+@pytest.mark.timeout(60)  # without the close, the engine's thread (and so asyncio.run) waits forever
+def test_a_cancelled_job_closes_the_streamed_intake(tmp_path: Path, one_fetch_at_a_time: None) -> None:
+    """Cancelled while its first call is still taking audios: the engine's thread is told the intake
+    is closed instead of waiting for an audio that never comes."""
+    names = [f"clip-{n}.wav" for n in range(4)]
+    server = DelayedAudioServer(tmp_path, 0.3, dict.fromkeys(names, 16_000)).start()
+    engine = StreamingTestEngine()
+
+    async def cancel_midway() -> None:
+        job = {"id": "job-1", "input": {"items": [{"id": n, "audio": server.url(n)} for n in names]}}
+        task = asyncio.ensure_future(run_job(job, TestDoubleRegistry(engine)))
+        while not engine.arrived_at:
+            await asyncio.sleep(0.02)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    try:
+        asyncio.run(asyncio.wait_for(cancel_midway(), timeout=30))
+    finally:
+        server.stop()
+    # asyncio.run waited for the executor: the engine's call returned (intake closed) early.
+    assert len(engine.streamed) == 1 and len(engine.streamed[0]) < len(names)
