@@ -222,12 +222,12 @@ class WhisperEngine(Engine):
         sequential: list[_Piece] = []
         packer = OnlinePacker()
         encodes: list[tuple[Window, Future[np.ndarray]]] = []
-        # When each encode ran ([start, end], end None while it runs): the intake's idle time is
+        # When each encode ran ([start, end], end inf while it runs): the intake's idle time is
         # what none of them covers.
-        busy: list[list[float | None]] = []
+        busy: list[list[float]] = []
 
         def encode(window: Window, audios: list[np.ndarray]) -> np.ndarray:
-            interval: list[float | None] = [time.perf_counter(), None]
+            interval = [time.perf_counter(), math.inf]
             busy.append(interval)
             try:
                 return encode_window(self.model, window, audios)
@@ -261,9 +261,8 @@ class WhisperEngine(Engine):
                     for window in ready:
                         submit(window)
             finally:
-                now = time.perf_counter()
-                spans = [(float(lo or now), float(hi or now)) for lo, hi in list(busy)]
-                arrivals.add_idle(_uncovered(intake_started, now, spans))
+                spans = [(start, end) for start, end in list(busy)]
+                arrivals.add_idle(_uncovered(intake_started, time.perf_counter(), spans))
             for window in packer.finish():
                 submit(window)
             planned = [(window, future.result()) for window, future in encodes]
