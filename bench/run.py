@@ -173,6 +173,15 @@ def _cpu_model() -> str:
     return platform.machine()
 
 
+def _device(wanted: str) -> str:
+    """cpu or cuda for both paths: `auto` is a GPU when CTranslate2 sees one, as the worker decides."""
+    if wanted != "auto":
+        return wanted
+    import ctranslate2
+
+    return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+
+
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     from faster_whisper import WhisperModel
     from stenopod.local.runner import run_in_thread
@@ -197,6 +206,10 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
 
     # The engine sizes its own batches (Engine.batch_limits); --batch-size caps the items per call.
     env = {"STENOPOD_BATCH_SIZE": str(args.batch_size)} if args.batch_size else {}
+    device = _device(args.device)
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # the worker picks a GPU by itself when it sees one
+    compute_type = "float16" if device == "cuda" else "int8"
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
     server = AudioHTTPServer(corpus.root).start()
@@ -244,7 +257,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         # Every core for the plain loop too (as the worker's engine gets them): CTranslate2's own
         # default thread count is not tied to this machine's cores.
         model = WhisperModel(
-            str(model_dir), device="cpu", compute_type="int8", cpu_threads=os.cpu_count() or 0
+            str(model_dir), device=device, compute_type=compute_type, cpu_threads=os.cpu_count() or 0
         )
         plain_short = _plain_loop(model, short_paths, short_audio_s)
         plain_long = None
@@ -262,9 +275,10 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             "jobs": args.jobs or args.workers,
             "threads": args.threads or "default",
             "batch_size": args.batch_size or "engine's batch limits",
-            "model": "tiny.en int8 (CTranslate2)",
+            "device": device,
+            "model": f"tiny.en {compute_type} (CTranslate2)",
             "plain_loop": (
-                "faster_whisper.WhisperModel(device='cpu', compute_type='int8', "
+                f"faster_whisper.WhisperModel(device='{device}', compute_type='{compute_type}', "
                 f"cpu_threads={os.cpu_count()}).transcribe(file, beam_size=5)"
             ),
         },
@@ -425,6 +439,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--threads", type=int, default=0, help="OMP_NUM_THREADS for the workers (0: leave unset)"
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda"],
+        help="where both paths run (auto: a GPU when CTranslate2 sees one; float16 there, int8 on the CPU)",
     )
     parser.add_argument("--long-minutes", type=float, default=10.0, help="length of the long-form recording")
     parser.add_argument("--skip-long", action="store_true", help="measure the short-file backlog only")

@@ -1,19 +1,44 @@
-"""Build a tiny, randomly initialised FastConformer-TDT .nemo so the real NeMo code path runs in tests.
+"""Build a randomly initialised FastConformer-TDT .nemo so the real NeMo code path runs without a hub.
 
 Same architecture family as Parakeet TDT 0.6B v3 (EncDecRNNTBPEModel, FastConformer encoder with
-8x depthwise-striding subsampling, 128 mel features, TDT loss with durations [0..4]), shrunk to
-d_model 64 and 2 layers so it builds in seconds and saves to about 2 MB. Its weights are random:
-tests assert shapes, keys and time bounds, never text.
+8x depthwise-striding subsampling, 128 mel features, TDT loss with durations [0..4]). TINY (the
+tests' model) is shrunk to d_model 64 and 2 layers so it builds in seconds and saves to about
+2 MB; PARAKEET_V3 has the full model's sizes (24 layers, d_model 1024, 8 heads, a 2-layer 640-wide
+prediction network, an 8,192-piece vocabulary: about 0.6 B parameters), for measuring the
+engine's speed and memory (bench/parakeet_size.py), since random weights cost the encoder the
+same time as trained ones. Weights are random: tests assert shapes, keys and time bounds, never text.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-VOCAB_SIZE = 64
 DURATIONS = [0, 1, 2, 3, 4]
+
+
+@dataclass(frozen=True)
+class TdtSize:
+    """The sizes that set a FastConformer-TDT model's cost."""
+
+    n_layers: int
+    d_model: int
+    n_heads: int
+    ff_expansion_factor: int
+    subsampling_conv_channels: int
+    pred_hidden: int
+    pred_rnn_layers: int
+    joint_hidden: int
+    vocab_size: int
+
+
+TINY = TdtSize(2, 64, 2, 2, 32, 64, 1, 64, 64)
+# Parakeet TDT 0.6B v3's published configuration (nvidia/parakeet-tdt-0.6b-v3, model_config.yaml).
+PARAKEET_V3 = TdtSize(24, 1024, 8, 4, 256, 640, 2, 640, 8192)
+VOCAB_SIZE = TINY.vocab_size
 
 # Any English text with enough distinct characters for a 64-piece BPE vocabulary.
 _TOKENIZER_TEXT = """\
@@ -25,17 +50,28 @@ speech recognition turns sound into words with timestamps for every segment and 
 """.splitlines()
 
 
-def _train_tokenizer(dest: Path) -> Path:
-    """Train a 64-piece sentencepiece BPE model into dest/tokenizer.model (what NeMo's 'bpe' type reads)."""
+def _pseudo_text(lines: int, seed: int = 0) -> list[str]:
+    """Made-up words over a wide alphabet: enough distinct pairs for thousands of BPE merges."""
+    rng = random.Random(seed)
+    alphabet = "abcdefghijklmnopqrstuvwxyzäöüßéèàçñøåłśżčřž"
+    return [
+        " ".join("".join(rng.choice(alphabet) for _ in range(rng.randint(2, 9))) for _ in range(12))
+        for _ in range(lines)
+    ]
+
+
+def _train_tokenizer(dest: Path, vocab_size: int = VOCAB_SIZE) -> Path:
+    """Train a sentencepiece BPE model into dest/tokenizer.model (what NeMo's 'bpe' type reads)."""
     import sentencepiece as spm
 
     dest.mkdir(parents=True, exist_ok=True)
     corpus = dest / "text.txt"
-    corpus.write_text("\n".join(_TOKENIZER_TEXT * 4) + "\n")
+    text = _TOKENIZER_TEXT * 4 if vocab_size <= VOCAB_SIZE else _TOKENIZER_TEXT + _pseudo_text(vocab_size * 4)
+    corpus.write_text("\n".join(text) + "\n")
     spm.SentencePieceTrainer.train(
         input=str(corpus),
         model_prefix=str(dest / "tokenizer"),
-        vocab_size=VOCAB_SIZE,
+        vocab_size=vocab_size,
         model_type="bpe",
         character_coverage=1.0,
         bos_id=-1,
@@ -51,10 +87,14 @@ def _train_tokenizer(dest: Path) -> Path:
     return dest
 
 
-def _model_config(tokenizer_dir: Path) -> dict:
+def _model_config(tokenizer_dir: Path, size: TdtSize = TINY) -> dict:
     return {
         "sample_rate": 16000,
-        "model_defaults": {"enc_hidden": 64, "pred_hidden": 64, "joint_hidden": 64},
+        "model_defaults": {
+            "enc_hidden": size.d_model,
+            "pred_hidden": size.pred_hidden,
+            "joint_hidden": size.joint_hidden,
+        },
         "tokenizer": {"dir": str(tokenizer_dir), "type": "bpe"},
         "preprocessor": {
             "_target_": "nemo.collections.asr.modules.AudioToMelSpectrogramPreprocessor",
@@ -75,15 +115,15 @@ def _model_config(tokenizer_dir: Path) -> dict:
             "_target_": "nemo.collections.asr.modules.ConformerEncoder",
             "feat_in": 128,
             "feat_out": -1,
-            "n_layers": 2,
-            "d_model": 64,
+            "n_layers": size.n_layers,
+            "d_model": size.d_model,
             "subsampling": "dw_striding",
             "subsampling_factor": 8,
-            "subsampling_conv_channels": 32,
+            "subsampling_conv_channels": size.subsampling_conv_channels,
             "causal_downsampling": False,
-            "ff_expansion_factor": 2,
+            "ff_expansion_factor": size.ff_expansion_factor,
             "self_attention_model": "rel_pos",
-            "n_heads": 2,
+            "n_heads": size.n_heads,
             "att_context_size": [-1, -1],
             "xscaling": True,
             "untie_biases": True,
@@ -100,21 +140,26 @@ def _model_config(tokenizer_dir: Path) -> dict:
             "normalization_mode": None,
             "random_state_sampling": False,
             "blank_as_pad": True,
-            "vocab_size": VOCAB_SIZE,
-            "prednet": {"pred_hidden": 64, "pred_rnn_layers": 1, "t_max": None, "dropout": 0.0},
+            "vocab_size": size.vocab_size,
+            "prednet": {
+                "pred_hidden": size.pred_hidden,
+                "pred_rnn_layers": size.pred_rnn_layers,
+                "t_max": None,
+                "dropout": 0.0,
+            },
         },
         "joint": {
             "_target_": "nemo.collections.asr.modules.RNNTJoint",
             "log_softmax": None,
             "preserve_memory": False,
             "fuse_loss_wer": False,
-            "num_classes": VOCAB_SIZE,
+            "num_classes": size.vocab_size,
             "num_extra_outputs": len(DURATIONS),
             "vocabulary": [],
             "jointnet": {
-                "encoder_hidden": 64,
-                "pred_hidden": 64,
-                "joint_hidden": 64,
+                "encoder_hidden": size.d_model,
+                "pred_hidden": size.pred_hidden,
+                "joint_hidden": size.joint_hidden,
                 "activation": "relu",
                 "dropout": 0.0,
             },
@@ -144,6 +189,12 @@ def _model_config(tokenizer_dir: Path) -> dict:
 
 def build_tiny_tdt_nemo(dest: Path, seed: int = 0) -> Path:
     """Build the tiny FastConformer-TDT model and save it to dest (a .nemo path, or a folder for tiny-tdt.nemo)."""
+    return build_tdt_nemo(dest, seed, TINY)
+
+
+def build_tdt_nemo(dest: Path, seed: int = 0, size: TdtSize = TINY) -> Path:
+    """Build a random FastConformer-TDT model of the given size and save it to dest (a .nemo path,
+    or a folder for tiny-tdt.nemo)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from nemo.collections.asr.models import EncDecRNNTBPEModel
@@ -155,8 +206,8 @@ def build_tiny_tdt_nemo(dest: Path, seed: int = 0) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     with tempfile.TemporaryDirectory() as scratch:
-        tokenizer_dir = _train_tokenizer(Path(scratch) / "tokenizer")
-        model = EncDecRNNTBPEModel(cfg=OmegaConf.create(_model_config(tokenizer_dir)))
+        tokenizer_dir = _train_tokenizer(Path(scratch) / "tokenizer", size.vocab_size)
+        model = EncDecRNNTBPEModel(cfg=OmegaConf.create(_model_config(tokenizer_dir, size)))
         # Like a trained checkpoint: validation_ds is a dict (NeMo's transcribe() reads it), set after
         # construction so the constructor does not try to build a validation data loader from it.
         cfg = model.cfg

@@ -46,6 +46,13 @@ def run_in_thread(**kwargs: Any) -> Iterator[LocalEndpoint]:
             return
         started.set()
         loop.run_forever()
+        # As asyncio.run does: what is still pending (a handler the server's shutdown cancelled,
+        # say) gets to finish before the loop closes, instead of being destroyed while pending.
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
 
     thread = threading.Thread(target=main, name="stenopod-local-endpoint", daemon=True)

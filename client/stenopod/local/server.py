@@ -156,6 +156,8 @@ class LocalEndpoint:
     async def stop(self) -> None:
         self._closing = True
         self._notify_queue()
+        for worker in self.pool.workers() if self.pool is not None else []:
+            worker.stop_wakeup.set()  # job-stop long-polls answer now, not at their deadline
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,0 +1,169 @@
+"""`python -m bench.parakeet_size`: the Parakeet path's speed and GPU memory at Parakeet v3's size.
+
+Builds a randomly initialised FastConformer-TDT with Parakeet TDT 0.6B v3's configuration
+(tests/support/tiny_nemo.PARAKEET_V3: 24 layers, d_model 1024, 8,192 pieces, ~0.6 B parameters)
+and runs real speech from the benchmark corpus through the worker's own NemoEngine (bf16 autocast
+on a GPU, greedy_batch TDT decoding, batches sorted by duration) at each batch size asked for
+(issue 5: 1/16/64/128). Random weights cost the encoder what trained ones cost; the greedy decoder
+of a random joint may emit more or fewer symbols than a trained one would, so the encoder alone
+(preprocessor + encoder forward, which trained weights would not change) is timed beside the
+whole transcribe().
+
+    python -m bench.parakeet_size --device cuda                                # on a GPU
+    python -m bench.parakeet_size --device cpu --size tiny --batches 1 4       # a smoke run here
+
+Prints a table and writes bench/parakeet_size.json (--out). The model is built once into
+bench/work/ (about 2.4 GB at full size) and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.corpus import DEFAULT_WORK_DIR, build_corpus
+
+SAMPLE_RATE = 16_000
+
+
+def _speech(seconds: float, count: int, work: Path) -> list[np.ndarray]:
+    """`count` audios of `seconds` each, cut from the corpus's long recording of real speech."""
+    from handler.audio import decode_audio
+
+    corpus = build_corpus(work, long_min_s=max(600.0, seconds * 2))
+    recording = decode_audio(corpus.long_path, 4 * 3600.0)
+    length = int(seconds * SAMPLE_RATE)
+    starts = np.linspace(0, recording.size - length, num=count).astype(int)
+    return [np.ascontiguousarray(recording[start : start + length]) for start in starts]
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def _encoder_seconds(engine: Any, audios: list[np.ndarray], batch: int) -> float:
+    """Wall time of preprocessor + encoder over the audios in batches, as NemoEngine's autocast runs them."""
+    import torch
+
+    model = engine.model
+    device = next(model.parameters()).device
+    started = time.perf_counter()
+    with torch.inference_mode(), engine._autocast():
+        for start in range(0, len(audios), batch):
+            chunk = audios[start : start + batch]
+            signal = torch.from_numpy(np.stack(chunk)).to(device)
+            lengths = torch.full((len(chunk),), signal.shape[1], device=device, dtype=torch.long)
+            features, feature_lengths = model.preprocessor(input_signal=signal, length=lengths)
+            model.encoder(audio_signal=features, length=feature_lengths)
+    _sync(engine.device)
+    return time.perf_counter() - started
+
+
+def measure(engine: Any, audios: list[np.ndarray], batch: int) -> dict[str, Any]:
+    import torch
+
+    engine.batch_size = batch
+    cuda = engine.device == "cuda"
+    engine.transcribe(audios[:batch])  # warm-up at this batch size (cuDNN plans, allocator)
+    _encoder_seconds(engine, audios[:batch], batch)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    audio_s = sum(audio.size for audio in audios) / SAMPLE_RATE
+    _sync(engine.device)
+    started = time.perf_counter()
+    transcripts = engine.transcribe(audios)
+    _sync(engine.device)
+    wall = time.perf_counter() - started
+    encoder = _encoder_seconds(engine, audios, batch)
+    row: dict[str, Any] = {
+        "batch": batch,
+        "audios": len(audios),
+        "audio_s": round(audio_s, 1),
+        "transcribe_s": round(wall, 3),
+        "rtfx": round(audio_s / wall, 1),
+        "encoder_s": round(encoder, 3),
+        "encoder_rtfx": round(audio_s / encoder, 1),
+        "words_out": sum(len(t.text.split()) for t in transcripts),
+    }
+    if cuda:
+        peak = torch.cuda.max_memory_allocated()
+        longest = max(audio.size for audio in audios) / SAMPLE_RATE
+        row["gpu_peak_gib"] = round(peak / 2**30, 2)
+        row["gpu_weights_gib"] = round(base / 2**30, 2)
+        # What gpu_memory.NEMO_BYTES_PER_AUDIO_S estimates per second of audio in a batch.
+        row["bytes_per_batch_audio_s"] = round((peak - base) / (batch * longest))
+    return row
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    parser.add_argument("--size", default="parakeet-v3", choices=["parakeet-v3", "tiny"])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64, 128])
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each audio")
+    parser.add_argument(
+        "--audios", type=int, default=0, help="audios per batch size (0: 2 x the largest batch)"
+    )
+    parser.add_argument("--work", type=Path, default=DEFAULT_WORK_DIR)
+    parser.add_argument("--out", type=Path, default=Path("bench/parakeet_size.json"))
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from handler.engines.gpu_memory import NEMO_BYTES_PER_AUDIO_S
+    from handler.engines.parakeet import NemoEngine
+    from tests.support.tiny_nemo import PARAKEET_V3, TINY, build_tdt_nemo
+
+    size = PARAKEET_V3 if args.size == "parakeet-v3" else TINY
+    path = args.work / f"random-tdt-{args.size}.nemo"
+    if not path.exists():
+        started = time.perf_counter()
+        build_tdt_nemo(path, size=size)
+        print(f"built {path} in {time.perf_counter() - started:.0f} s", flush=True)
+    started = time.perf_counter()
+    engine = NemoEngine(args.size, path, device=args.device)
+    parameters = sum(p.numel() for p in engine.model.parameters())
+    print(
+        f"loaded {parameters / 1e6:.0f} M parameters on {args.device} in {time.perf_counter() - started:.0f} s"
+    )
+    audios = _speech(args.seconds, args.audios or 2 * max(args.batches), args.work)
+
+    rows = []
+    for batch in args.batches:
+        row = measure(engine, audios, batch)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    print(f"\n{'batch':>5} {'RTFx':>8} {'encoder RTFx':>13} {'GPU peak GiB':>13} {'B per batch audio-s':>20}")
+    for row in rows:
+        print(
+            f"{row['batch']:>5} {row['rtfx']:>8} {row['encoder_rtfx']:>13} "
+            f"{row.get('gpu_peak_gib', '-'):>13} {row.get('bytes_per_batch_audio_s', '-'):>20}"
+        )
+    result = {
+        "command": " ".join(["python -m bench.parakeet_size", *(sys.argv[1:] if argv is None else argv)]),
+        "device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu",
+        "model": {"size": args.size, "parameters": parameters, "config": size.__dict__},
+        "audio_s_each": args.seconds,
+        "estimate_bytes_per_audio_s": NEMO_BYTES_PER_AUDIO_S,
+        "rows": rows,
+    }
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
