@@ -307,12 +307,14 @@ class _JobRunner:
         full call's worth of fetches (a smaller first call measured 12 % slower on the benchmark:
         two half-filled calls pack worse). Up to ENGINE_CALLS_IN_FLIGHT calls run at once, so a
         call's fetches and CPU-side work overlap the tail of the one before instead of waiting
-        for it. Memory holds those calls plus one call's worth of audio prepared ahead.
+        for it. Memory holds those calls plus one call's worth of audio prepared ahead. With an
+        engine that streams_arrivals (Whisper on the CPU) the first call does not wait for its
+        fetches at all: it is handed each audio as it is decoded (_stream_first_call).
 
         engine_wait_s records how long the engine sat with no call while the job still had items
-        (waiting for input); first_input_s and last_output_s the fetch before the first call and
-        the writes after the last, which nothing overlaps. Their sum is the input/output on the
-        critical path (critical_io_s).
+        (waiting for input); first_input_s the fetch before the engine had its first audio, plus
+        a streamed call's own wait for the rest; last_output_s the writes after the last call,
+        which nothing overlaps. Their sum is the input/output on the critical path (critical_io_s).
         """
         limits = self._batch_limits()
         first = BatchLimits(limits.max_items, limits.max_audio_s / FIRST_BATCH_SHARE)
