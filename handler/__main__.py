@@ -16,7 +16,7 @@ os.environ.setdefault("RUNPOD_LOG_LEVEL", "INFO")
 import runpod
 
 from handler.engines.registry import registry_from_env
-from handler.job import run_job
+from handler.job import jobs_at_once, run_job
 from handler.parent_watch import watch_parent_from_env
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -34,4 +34,5 @@ async def handler(job: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    runpod.serverless.start({"handler": handler})
+    concurrency = jobs_at_once()
+    runpod.serverless.start({"handler": handler, "concurrency_modifier": lambda current: concurrency})

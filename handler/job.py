@@ -40,6 +40,7 @@ from stenopod.storage import ObjectStore, S3Credentials, StorageError, open_stor
 from .audio import SAMPLE_RATE, AudioLimits, decode_audio, fetch_audio
 from .callback import post_item
 from .engine_clock import EngineClock
+from .engine_gate import EngineGate
 from .engines.base import Arrivals, BatchLimits, Engine, EngineError, Transcript
 from .engines.registry import ModelUnavailable
 from .errors import StageError
@@ -80,9 +81,23 @@ def _env_batch_size() -> int | None:
 # engine calls may run at once (see _pipeline).
 FIRST_BATCH_SHARE = 4
 ENGINE_CALLS_IN_FLIGHT = 2
+# Engine calls in flight across all the jobs this worker runs at once (handler/__main__.py takes
+# the next job while one runs, so its fetches overlap this one's inference).
+ENGINE_GATE = EngineGate(ENGINE_CALLS_IN_FLIGHT)
 # A streamed first call stops taking audios when less room than this is left: waiting for one more
 # item to decode would hold back the engine's batched decode for a few seconds of audio.
 MIN_STREAMED_ROOM_S = 1.0
+
+
+def jobs_at_once() -> int:
+    """Jobs a worker runs at once (STENOPOD_JOBS_AT_ONCE, default 2; handler/__main__.py).
+
+    With 2, the worker takes its next job while the current one runs, so that job's audio is
+    fetched and decoded while the engine works instead of after: the GPU does not wait on the
+    network between jobs. Engine calls stay bounded across jobs (ENGINE_GATE); 1 runs jobs
+    strictly one after another.
+    """
+    return max(1, _env_int("STENOPOD_JOBS_AT_ONCE", 2))
 
 
 @dataclass(frozen=True)
@@ -331,11 +346,15 @@ class _JobRunner:
         writes: list[asyncio.Task[None]] = []
 
         async def transcribe_then_write(batch: list[_Item]) -> None:
-            clock.call_started()
+            ready_at = await ENGINE_GATE.acquire()
             try:
-                await self._transcribe(batch)
+                clock.call_started(ready_at)
+                try:
+                    await self._transcribe(batch)
+                finally:
+                    clock.call_finished()
             finally:
-                clock.call_finished()
+                ENGINE_GATE.release()
             writes.append(asyncio.ensure_future(self._finish(batch)))
 
         try:
@@ -405,7 +424,8 @@ class _JobRunner:
                 streamed.append(item)
                 arrivals.put(item.audio)
                 if call is None:
-                    clock.call_started()
+                    ready_at = await ENGINE_GATE.acquire()
+                    clock.call_started(ready_at)
                     started = time.perf_counter()
                     call = asyncio.get_running_loop().run_in_executor(
                         None,
@@ -416,6 +436,9 @@ class _JobRunner:
                             word_timestamps=self.word_timestamps,
                         ),
                     )
+                    # The slot goes back when the engine's work ends, also for a job cancelled
+                    # meanwhile (its thread runs on until the intake it was given is closed).
+                    call.add_done_callback(lambda _: ENGINE_GATE.release())
         finally:
             # Also when the job is cancelled here: the engine's thread must not wait forever.
             arrivals.close()
@@ -435,7 +458,14 @@ class _JobRunner:
                 finally:
                     clock.call_finished()
                     clock.idle_in_call(arrivals.idle_s)
-                await self._after_engine(streamed, failure)
+                if failure is not None:
+                    await ENGINE_GATE.acquire()  # the retries are engine calls too
+                    try:
+                        await self._after_engine(streamed, failure)
+                    finally:
+                        ENGINE_GATE.release()
+                else:
+                    await self._after_engine(streamed, failure)
             writes.append(asyncio.ensure_future(self._finish(batch)))
 
         return asyncio.ensure_future(finish())

@@ -772,7 +772,8 @@ def test_a_failed_streamed_call_is_retried_item_by_item() -> None:
     assert answer["items"][1]["error"]["code"] == "inference_failed"
     assert answer["items"][2]["text"] == ""  # silence never reaches the engine
     assert len(engine.streamed) == 1 and sorted(engine.streamed[0]) == [POISON_SAMPLES, 16_000, 16_000]
-    assert engine.batches[1:] == [[16_000], [POISON_SAMPLES], [16_000]]  # then one by one
+    # Then one by one (in the order they were streamed in, which is the order they decoded in).
+    assert sorted(engine.batches[1:]) == [[POISON_SAMPLES], [16_000], [16_000]]
 
 
 def wav_bytes_of_silence(samples: int) -> bytes:
@@ -811,3 +812,50 @@ def test_a_cancelled_job_closes_the_streamed_intake(tmp_path: Path, one_fetch_at
         server.stop()
     # asyncio.run waited for the executor: the engine's call returned (intake closed) early.
     assert len(engine.streamed) == 1 and len(engine.streamed[0]) < len(names)
+
+
+def test_two_jobs_at_once_share_the_engines_call_slots(data_dir: Path) -> None:
+    """Jobs a worker runs side by side take turns at the engine: at most two calls in flight in
+    all, and a job's wait for the other job's calls is not counted as waiting for input."""
+    engine = SlowOneAtATimeTestEngine()  # one audio per call, 0.4 s each
+    registry = TestDoubleRegistry(engine)
+    audio = data_uri(data_dir / "librispeech_1089-134686-0001.wav")
+
+    def job(name: str) -> dict[str, Any]:
+        return {
+            "id": f"job-{name}",
+            "input": {"items": [{"id": f"{name}{n}", "audio": audio} for n in range(2)]},
+        }
+
+    async def both() -> list[dict[str, Any]]:
+        first = asyncio.ensure_future(run_job(job("a"), registry))
+        await asyncio.sleep(0.1)  # job a's two calls hold both slots by now
+        second = await run_job(job("b"), registry)
+        return [await first, second]
+
+    answers = asyncio.run(both())
+    assert all(item["status"] == "ok" for answer in answers for item in answer["items"])
+    assert len(engine.batches) == 4
+    assert engine.most_at_once == 2  # not four: the slots are shared by the two jobs
+    # Job b had its audio (data: URIs: milliseconds) long before a slot freed up (0.3 s later):
+    # that wait was the engine busy with job a, not input.
+    worker_b = answers[1]["worker"]
+    assert worker_b["first_input_s"] < 0.2, worker_b
+    assert worker_b["critical_io_s"] < 0.2, worker_b
+
+
+def test_engine_clock_counts_input_only_until_a_call_was_ready() -> None:
+    from handler.engine_clock import EngineClock
+
+    clock = EngineClock()
+    start = clock.started_at
+    time.sleep(0.05)
+    ready = time.perf_counter()
+    time.sleep(0.1)  # the engine was busy with another job's calls
+    clock.call_started(ready_at=ready)
+    clock.call_finished()
+    assert clock.first_input_s == pytest.approx(ready - start, abs=1e-6)
+    time.sleep(0.05)
+    clock.call_started()  # ready and started at once: all of the gap was waiting for input
+    clock.call_finished()
+    assert 0.05 <= clock.wait_s < 0.5

@@ -1,0 +1,126 @@
+"""A worker takes its next job while one is still running (STENOPOD_JOBS_AT_ONCE, default 2).
+
+The real handler (`python -m handler`, instant test-double engine) under the unmodified runpod loop
+and the local endpoint: the second job's audio is fetched while the first job is still busy, so
+on a GPU the engine does not wait on the network between jobs; with 1, jobs run strictly one
+after another.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from stenopod.local import run_in_thread
+
+from tests.support.servers import AudioHTTPServer
+
+SLOW_S = 2.5
+
+
+def _wav(seconds: float) -> bytes:
+    import io
+    import wave
+
+    t = np.arange(int(seconds * 16_000)) / 16_000
+    samples = (0.3 * np.sin(2 * np.pi * 220 * t) * 32767).astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16_000)
+        out.writeframes(samples.tobytes())
+    return buf.getvalue()
+
+
+class TimedAudioServer(AudioHTTPServer):
+    """/slow.wav after SLOW_S, /fast.wav at once; notes when each was asked for."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.asked_at: dict[str, float] = {}
+        body = _wav(1.0)
+        for name, delay in (("slow.wav", SLOW_S), ("fast.wav", 0.0)):
+            self.routes[f"/{name}"] = self._route(name, body, delay)
+
+    def _route(self, name: str, body: bytes, delay: float):  # type: ignore[no-untyped-def]
+        def handle(request: BaseHTTPRequestHandler) -> None:
+            self.asked_at.setdefault(name, time.monotonic())
+            time.sleep(delay)
+            request.send_response(200)
+            request.send_header("Content-Length", str(len(body)))
+            request.end_headers()
+            request.wfile.write(body)
+
+        return handle
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[TimedAudioServer]:
+    audio = TimedAudioServer(tmp_path).start()
+    yield audio
+    audio.stop()
+
+
+def _two_jobs(server: TimedAudioServer, tmp_path: Path, jobs_at_once: str) -> dict[str, float]:
+    """Submit a slow job then a fast one to one worker; when each ended and each audio was asked for."""
+    env = {
+        "RUNPOD_PING_INTERVAL": "1000",
+        "STENOPOD_ENABLE_TEST_ENGINE": "1",
+        "STENOPOD_JOBS_AT_ONCE": jobs_at_once,
+    }
+    with (
+        run_in_thread(workers=1, allow_private_urls=True, env=env, log_dir=tmp_path / "logs") as local,
+        httpx.Client(timeout=30) as client,
+    ):
+        ids = {}
+        for name in ("slow", "fast"):
+            job = {
+                "items": [{"id": name, "audio": server.url(f"{name}.wav")}],
+                "model": "instant-test-double",
+            }
+            response = client.post(f"{local.url}/run", json={"input": job})
+            response.raise_for_status()
+            ids[name] = response.json()["id"]
+        ended: dict[str, float] = {}
+        most_in_progress = 0
+        deadline = time.monotonic() + 120
+        while len(ended) < 2 and time.monotonic() < deadline:
+            most_in_progress = max(most_in_progress, local.stats()["jobs"]["in_progress"])
+            for name, job_id in ids.items():
+                status = client.get(f"{local.url}/status/{job_id}").json()
+                if name not in ended and status["status"] not in ("IN_QUEUE", "IN_PROGRESS"):
+                    assert status["status"] == "COMPLETED", status
+                    assert status["output"]["items"][0]["status"] == "ok"
+                    ended[name] = time.monotonic()
+            time.sleep(0.05)
+    assert len(ended) == 2, "the jobs did not finish"
+    return {
+        "slow_ended": ended["slow"],
+        "fast_ended": ended["fast"],
+        "fast_asked": server.asked_at["fast.wav"],
+        "slow_served": server.asked_at["slow.wav"] + SLOW_S,
+        "most_in_progress": most_in_progress,
+    }
+
+
+@pytest.mark.timeout(240)
+def test_the_next_job_is_fetched_while_one_is_still_running(server: TimedAudioServer, tmp_path: Path) -> None:
+    times = _two_jobs(server, tmp_path, "2")
+    assert times["most_in_progress"] == 2
+    # The fast job's audio was asked for, and the job answered, while the slow one's audio was
+    # still on its way.
+    assert times["fast_asked"] < times["slow_served"]
+    assert times["fast_ended"] < times["slow_ended"]
+
+
+@pytest.mark.timeout(240)
+def test_one_job_at_a_time_when_told(server: TimedAudioServer, tmp_path: Path) -> None:
+    times = _two_jobs(server, tmp_path, "1")
+    assert times["most_in_progress"] == 1
+    assert times["fast_asked"] >= times["slow_served"]  # only once the slow job had its audio
