@@ -115,7 +115,8 @@ class WhisperEngine(Engine):
     model, or whose batched decode fails faster-whisper's quality thresholds go through
     faster-whisper's sequential transcribe() with beam 5, as the plain loop does, several at once
     on parallel CTranslate2 streams (num_workers). Long-form chunking is the caller's job
-    (handler.longform), hence vad_filter=False here.
+    (handler.longform), hence vad_filter=False here. On the CPU, transcribe_arriving() takes a
+    job's first call audio by audio and encodes its windows while the rest is still fetched.
     """
 
     engine_name = "whisper"
