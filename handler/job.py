@@ -436,8 +436,8 @@ class _JobRunner:
                             word_timestamps=self.word_timestamps,
                         ),
                     )
-                    # The slot goes back when the engine's work ends, also for a job cancelled
-                    # meanwhile (its thread runs on until the intake it was given is closed).
+                    # The slot goes back when the call ends, or when the job is cancelled and
+                    # stops waiting for it (the thread then finishes what it was handed uncounted).
                     call.add_done_callback(lambda _: ENGINE_GATE.release())
         finally:
             # Also when the job is cancelled here: the engine's thread must not wait forever.
