@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import queue
-import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -65,12 +64,9 @@ class Arrivals:
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self.idle_s = 0.0
-        self.count = 0  # audios put so far
+        self.idle_s = 0.0  # written by the engine's thread only, read once the call has ended
 
     def put(self, audio: np.ndarray) -> None:
-        self.count += 1
         self._queue.put(audio)
 
     def close(self) -> None:
@@ -78,8 +74,7 @@ class Arrivals:
         self._queue.put(self._END)
 
     def add_idle(self, seconds: float) -> None:
-        with self._lock:
-            self.idle_s += seconds
+        self.idle_s += seconds
 
     def next(self, *, idle: bool = True) -> np.ndarray | None:
         """The next audio, blocking until it arrives; None once the intake is closed. idle=False

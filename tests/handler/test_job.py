@@ -102,7 +102,8 @@ def data_uri(path: Path) -> str:
     return "data:audio/wav;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
-def wav_of(samples: int) -> bytes:
+def wav_of(samples: int, sample: bytes = b"\x00\x01") -> bytes:
+    """A 16 kHz mono 16-bit WAV of `samples` copies of one sample (b"\\0\\0": digital silence)."""
     import io
     import wave
 
@@ -111,7 +112,7 @@ def wav_of(samples: int) -> bytes:
         out.setnchannels(1)
         out.setsampwidth(2)
         out.setframerate(SAMPLE_RATE)
-        out.writeframes(b"\x00\x01" * samples)
+        out.writeframes(sample * samples)
     return buf.getvalue()
 
 
@@ -676,25 +677,12 @@ class StreamingTestEngine(TestDoubleEngine):
         return self.transcribe(audios, language, word_timestamps)
 
 
-class DelayedAudioServer(AudioHTTPServer):
-    """Serves /clip-N.wav after `delay_s`, noting when each request came in."""
-
-    def __init__(self, root: Path, delay_s: float, samples: dict[str, int]) -> None:
-        super().__init__(root)
-        self.requested_at: dict[str, float] = {}
-        for name, count in samples.items():
-            self.routes[f"/{name}"] = self._route(name, wav_of(count), delay_s)
-
-    def _route(self, name: str, body: bytes, delay_s: float) -> Any:
-        def handle(request: BaseHTTPRequestHandler) -> None:
-            self.requested_at[name] = time.perf_counter()
-            time.sleep(delay_s)
-            request.send_response(200)
-            request.send_header("Content-Length", str(len(body)))
-            request.end_headers()
-            request.wfile.write(body)
-
-        return handle
+def delayed_server(root: Path, delay_s: float, samples: dict[str, int]) -> AudioHTTPServer:
+    """Serves each /name (a WAV of so many samples) after `delay_s`; asked_at notes when."""
+    server = AudioHTTPServer(root)
+    for name, count in samples.items():
+        server.serve_after(name, wav_of(count), delay_s)
+    return server.start()
 
 
 @pytest.fixture
@@ -705,9 +693,7 @@ def one_fetch_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_first_call_takes_audios_while_the_rest_is_fetched(tmp_path: Path, one_fetch_at_a_time: None) -> None:
     delay = 0.15
     names = [f"clip-{n}.wav" for n in range(5)]
-    server = DelayedAudioServer(
-        tmp_path, delay, {name: 16_000 * (n + 1) for n, name in enumerate(names)}
-    ).start()
+    server = delayed_server(tmp_path, delay, {name: 16_000 * (n + 1) for n, name in enumerate(names)})
     engine = StreamingTestEngine()
     try:
         answer = run(
@@ -723,7 +709,7 @@ def test_first_call_takes_audios_while_the_rest_is_fetched(tmp_path: Path, one_f
     # item was even asked for.
     assert engine.streamed == [[16_000 * (n + 1) for n in range(5)]]
     assert engine.batches == engine.streamed
-    assert engine.arrived_at[0] < server.requested_at[names[-1]]
+    assert engine.arrived_at[0] < server.asked_at[names[-1]]
     # The engine's wait for the later fetches (4 x delay at least) is input on the critical path,
     # not engine time.
     worker = answer["worker"]
@@ -735,7 +721,7 @@ def test_first_call_takes_audios_while_the_rest_is_fetched(tmp_path: Path, one_f
 def test_long_items_wait_for_a_call_that_chunks_them(tmp_path: Path, one_fetch_at_a_time: None) -> None:
     long_samples = int((DEFAULT_MAX_CHUNK_S + 10) * SAMPLE_RATE)
     samples = {"a.wav": 16_000, "long.wav": long_samples, "b.wav": 32_000}
-    server = DelayedAudioServer(tmp_path, 0.0, samples).start()
+    server = delayed_server(tmp_path, 0.0, samples)
     engine = StreamingTestEngine()
     try:
         answer = run(
@@ -756,7 +742,7 @@ def test_a_failed_streamed_call_is_retried_item_by_item() -> None:
     engine = StreamingTestEngine()
     good = "data:audio/wav;base64," + base64.b64encode(wav_of(16_000)).decode()
     poison = "data:audio/wav;base64," + base64.b64encode(wav_of(POISON_SAMPLES)).decode()
-    silent = "data:audio/wav;base64," + base64.b64encode(wav_bytes_of_silence(8_000)).decode()
+    silent = "data:audio/wav;base64," + base64.b64encode(wav_of(8_000, b"\x00\x00")).decode()
     answer = run(
         {
             "items": [
@@ -776,25 +762,12 @@ def test_a_failed_streamed_call_is_retried_item_by_item() -> None:
     assert sorted(engine.batches[1:]) == [[POISON_SAMPLES], [16_000], [16_000]]
 
 
-def wav_bytes_of_silence(samples: int) -> bytes:
-    import io
-    import wave
-
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
-        out.writeframes(b"\x00\x00" * samples)
-    return buf.getvalue()
-
-
 @pytest.mark.timeout(60)  # without the close, the engine's thread (and so asyncio.run) waits forever
 def test_a_cancelled_job_closes_the_streamed_intake(tmp_path: Path, one_fetch_at_a_time: None) -> None:
     """Cancelled while its first call is still taking audios: the engine's thread is told the intake
     is closed instead of waiting for an audio that never comes."""
     names = [f"clip-{n}.wav" for n in range(4)]
-    server = DelayedAudioServer(tmp_path, 0.3, dict.fromkeys(names, 16_000)).start()
+    server = delayed_server(tmp_path, 0.3, dict.fromkeys(names, 16_000))
     engine = StreamingTestEngine()
 
     async def cancel_midway() -> None:

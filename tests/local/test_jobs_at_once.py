@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
@@ -38,36 +37,19 @@ def _wav(seconds: float) -> bytes:
     return buf.getvalue()
 
 
-class TimedAudioServer(AudioHTTPServer):
-    """/slow.wav after SLOW_S, /fast.wav at once; notes when each was asked for."""
-
-    def __init__(self, root: Path) -> None:
-        super().__init__(root)
-        self.asked_at: dict[str, float] = {}
-        body = _wav(1.0)
-        for name, delay in (("slow.wav", SLOW_S), ("fast.wav", 0.0)):
-            self.routes[f"/{name}"] = self._route(name, body, delay)
-
-    def _route(self, name: str, body: bytes, delay: float):  # type: ignore[no-untyped-def]
-        def handle(request: BaseHTTPRequestHandler) -> None:
-            self.asked_at.setdefault(name, time.monotonic())
-            time.sleep(delay)
-            request.send_response(200)
-            request.send_header("Content-Length", str(len(body)))
-            request.end_headers()
-            request.wfile.write(body)
-
-        return handle
-
-
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[TimedAudioServer]:
-    audio = TimedAudioServer(tmp_path).start()
+def server(tmp_path: Path) -> Iterator[AudioHTTPServer]:
+    """/slow.wav after SLOW_S, /fast.wav at once; asked_at notes when each was asked for."""
+    audio = AudioHTTPServer(tmp_path)
+    body = _wav(1.0)
+    audio.serve_after("slow.wav", body, SLOW_S)
+    audio.serve_after("fast.wav", body, 0.0)
+    audio.start()
     yield audio
     audio.stop()
 
 
-def _two_jobs(server: TimedAudioServer, tmp_path: Path, jobs_at_once: str) -> dict[str, float]:
+def _two_jobs(server: AudioHTTPServer, tmp_path: Path, jobs_at_once: str) -> dict[str, float]:
     """Submit a slow job then a fast one to one worker; when each ended and each audio was asked for."""
     env = {
         "RUNPOD_PING_INTERVAL": "1000",
@@ -89,15 +71,15 @@ def _two_jobs(server: TimedAudioServer, tmp_path: Path, jobs_at_once: str) -> di
             ids[name] = response.json()["id"]
         ended: dict[str, float] = {}
         most_in_progress = 0
-        deadline = time.monotonic() + 120
-        while len(ended) < 2 and time.monotonic() < deadline:
+        deadline = time.perf_counter() + 120
+        while len(ended) < 2 and time.perf_counter() < deadline:
             most_in_progress = max(most_in_progress, local.stats()["jobs"]["in_progress"])
             for name, job_id in ids.items():
                 status = client.get(f"{local.url}/status/{job_id}").json()
                 if name not in ended and status["status"] not in ("IN_QUEUE", "IN_PROGRESS"):
                     assert status["status"] == "COMPLETED", status
                     assert status["output"]["items"][0]["status"] == "ok"
-                    ended[name] = time.monotonic()
+                    ended[name] = time.perf_counter()
             time.sleep(0.05)
     assert len(ended) == 2, "the jobs did not finish"
     return {
@@ -110,7 +92,7 @@ def _two_jobs(server: TimedAudioServer, tmp_path: Path, jobs_at_once: str) -> di
 
 
 @pytest.mark.timeout(240)
-def test_the_next_job_is_fetched_while_one_is_still_running(server: TimedAudioServer, tmp_path: Path) -> None:
+def test_the_next_job_is_fetched_while_one_is_still_running(server: AudioHTTPServer, tmp_path: Path) -> None:
     times = _two_jobs(server, tmp_path, "2")
     assert times["most_in_progress"] == 2
     # The fast job's audio was asked for, and the job answered, while the slow one's audio was
@@ -120,7 +102,7 @@ def test_the_next_job_is_fetched_while_one_is_still_running(server: TimedAudioSe
 
 
 @pytest.mark.timeout(240)
-def test_one_job_at_a_time_when_told(server: TimedAudioServer, tmp_path: Path) -> None:
+def test_one_job_at_a_time_when_told(server: AudioHTTPServer, tmp_path: Path) -> None:
     times = _two_jobs(server, tmp_path, "1")
     assert times["most_in_progress"] == 1
     assert times["fast_asked"] >= times["slow_served"]  # only once the slow job had its audio

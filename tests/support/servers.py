@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,13 +22,15 @@ Route = Callable[[BaseHTTPRequestHandler], None]
 class AudioHTTPServer:
     """Serves files from a folder, plus scripted routes (path -> handler) for fault cases.
 
-    requests: every path asked for, so tests can count fetches.
+    requests: every path asked for, so tests can count fetches. asked_at: when each route added
+    with serve_after was first asked for (time.perf_counter).
     """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.routes: dict[str, Route] = {}
         self.requests: list[str] = []
+        self.asked_at: dict[str, float] = {}
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -60,6 +63,19 @@ class AudioHTTPServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def serve_after(self, name: str, body: bytes, delay_s: float) -> None:
+        """Serve `body` at /name after `delay_s` (a slow download), noting when it was first asked for."""
+
+        def handle(request: BaseHTTPRequestHandler) -> None:
+            self.asked_at.setdefault(name, time.perf_counter())
+            time.sleep(delay_s)
+            request.send_response(200)
+            request.send_header("Content-Length", str(len(body)))
+            request.end_headers()
+            request.wfile.write(body)
+
+        self.routes[f"/{name}"] = handle
 
     @property
     def base_url(self) -> str:
