@@ -31,17 +31,39 @@ import numpy as np
 from bench.corpus import DEFAULT_WORK_DIR, build_corpus
 
 SAMPLE_RATE = 16_000
+MIN_AUDIOS = 16
 
 
-def _speech(seconds: float, count: int, work: Path) -> list[np.ndarray]:
-    """`count` audios of `seconds` each, cut from the corpus's long recording of real speech."""
+def _recording(work: Path, speech: Path | None, min_s: float) -> np.ndarray:
+    """Real speech: a plain 16 kHz WAV given with --speech (what bench.gpu_kit carries to the GPU
+    machine, read without PyAV), or the corpus's long recording, built here."""
+    if speech is not None:
+        from handler.wav import probe_plain_wav, read_plain_wav
+
+        layout = probe_plain_wav(speech)
+        if layout is None:
+            raise SystemExit(f"--speech: {speech} is not a 16 kHz mono 16-bit PCM WAV")
+        return read_plain_wav(speech, layout)
     from handler.audio import decode_audio
 
-    corpus = build_corpus(work, long_min_s=max(600.0, seconds * 2))
-    recording = decode_audio(corpus.long_path, 4 * 3600.0)
+    corpus = build_corpus(work, long_min_s=max(600.0, min_s))
+    return decode_audio(corpus.long_path, 4 * 3600.0)
+
+
+def _speech(recording: np.ndarray, seconds: float, count: int) -> list[np.ndarray]:
+    """`count` audios of `seconds` each, cut from the recording at evenly spaced starts (they
+    overlap when the recording is shorter than count x seconds; each is still real speech)."""
     length = int(seconds * SAMPLE_RATE)
+    if recording.size < length:
+        raise SystemExit(f"the speech is {recording.size / SAMPLE_RATE:.0f} s, shorter than {seconds} s")
     starts = np.linspace(0, recording.size - length, num=count).astype(int)
     return [np.ascontiguousarray(recording[start : start + length]) for start in starts]
+
+
+def _long_audio(recording: np.ndarray, seconds: float) -> np.ndarray:
+    """One recording of `seconds`: the speech repeated end to end as often as needed."""
+    length = int(seconds * SAMPLE_RATE)
+    return np.ascontiguousarray(np.tile(recording, -(-length // recording.size))[:length])
 
 
 def _sync(device: str) -> None:
@@ -74,6 +96,8 @@ def measure(engine: Any, audios: list[np.ndarray], batch: int) -> dict[str, Any]
 
     engine.batch_size = batch
     cuda = engine.device == "cuda"
+    # Two batches' worth at least, and a few more at batch 1, where one audio says little.
+    audios = audios[: max(2 * batch, MIN_AUDIOS)]
     engine.transcribe(audios[:batch])  # warm-up at this batch size (cuDNN plans, allocator)
     _encoder_seconds(engine, audios[:batch], batch)
     if cuda:
@@ -106,6 +130,36 @@ def measure(engine: Any, audios: list[np.ndarray], batch: int) -> dict[str, Any]
     return row
 
 
+def measure_long(engine: Any, audio: np.ndarray) -> dict[str, Any]:
+    """One long recording through the engine whole (NemoEngine switches to local attention past
+    STENOPOD_LOCAL_ATTENTION_S): RTFx and peak GPU memory."""
+    import torch
+
+    cuda = engine.device == "cuda"
+    engine.transcribe([audio[: 60 * SAMPLE_RATE]])  # warm-up
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    seconds = audio.size / SAMPLE_RATE
+    _sync(engine.device)
+    started = time.perf_counter()
+    (transcript,) = engine.transcribe([audio])
+    _sync(engine.device)
+    wall = time.perf_counter() - started
+    row: dict[str, Any] = {
+        "long_audio_s": round(seconds, 1),
+        "attention": engine.attention_model,
+        "transcribe_s": round(wall, 3),
+        "rtfx": round(seconds / wall, 1),
+        "words_out": len(transcript.text.split()),
+    }
+    if cuda:
+        peak = torch.cuda.max_memory_allocated()
+        row["gpu_peak_gib"] = round(peak / 2**30, 2)
+        row["bytes_per_audio_s"] = round((peak - base) / seconds)
+    return row
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -115,7 +169,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64, 128])
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each audio")
     parser.add_argument(
-        "--audios", type=int, default=0, help="audios per batch size (0: 2 x the largest batch)"
+        "--audios",
+        type=int,
+        default=0,
+        help="audios cut from the speech (0: 2 x the largest batch); each batch size takes 2 x its batch, at least 16",
+    )
+    parser.add_argument(
+        "--long", type=float, nargs="*", default=[600.0, 3600.0], help="seconds of each long recording"
+    )
+    parser.add_argument(
+        "--speech", type=Path, help="a 16 kHz mono 16-bit WAV of speech (default: the corpus)"
     )
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK_DIR)
     parser.add_argument("--out", type=Path, default=Path("bench/parakeet_size.json"))
@@ -139,7 +202,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"loaded {parameters / 1e6:.0f} M parameters on {args.device} in {time.perf_counter() - started:.0f} s"
     )
-    audios = _speech(args.seconds, args.audios or 2 * max(args.batches), args.work)
+    recording = _recording(args.work, args.speech, args.seconds * 2)
+    audios = _speech(recording, args.seconds, args.audios or 2 * max(args.batches))
 
     rows = []
     for batch in args.batches:
@@ -153,6 +217,20 @@ def main(argv: list[str] | None = None) -> None:
             f"{row['batch']:>5} {row['rtfx']:>8} {row['encoder_rtfx']:>13} "
             f"{row.get('gpu_peak_gib', '-'):>13} {row.get('bytes_per_batch_audio_s', '-'):>20}"
         )
+    long_rows = []
+    for seconds in args.long:
+        row = measure_long(engine, _long_audio(recording, seconds))
+        long_rows.append(row)
+        print(json.dumps(row), flush=True)
+    if long_rows:
+        print(
+            f"\n{'long audio s':>12} {'attention':>18} {'RTFx':>8} {'GPU peak GiB':>13} {'B per audio-s':>14}"
+        )
+    for row in long_rows:
+        print(
+            f"{row['long_audio_s']:>12} {row['attention']:>18} {row['rtfx']:>8} "
+            f"{row.get('gpu_peak_gib', '-'):>13} {row.get('bytes_per_audio_s', '-'):>14}"
+        )
     result = {
         "command": " ".join(["python -m bench.parakeet_size", *(sys.argv[1:] if argv is None else argv)]),
         "device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu",
@@ -160,6 +238,7 @@ def main(argv: list[str] | None = None) -> None:
         "audio_s_each": args.seconds,
         "estimate_bytes_per_audio_s": NEMO_BYTES_PER_AUDIO_S,
         "rows": rows,
+        "long_rows": long_rows,
     }
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {args.out}")
