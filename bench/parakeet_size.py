@@ -2,9 +2,9 @@
 
 Builds a randomly initialised FastConformer-TDT with Parakeet TDT 0.6B v3's configuration
 (tests/support/tiny_nemo.PARAKEET_V3: 24 layers, d_model 1024, 8,192 pieces, ~0.6 B parameters)
-and runs real speech from the benchmark corpus through the worker's own NemoEngine (bf16 autocast
-on a GPU, greedy_batch TDT decoding, batches sorted by duration) at each batch size asked for
-(issue 5: 1/16/64/128). Random weights cost the encoder what trained ones cost; the greedy decoder
+and runs real speech from the benchmark corpus through the worker's own NemoEngine (on a GPU bf16
+weights under bf16 autocast, greedy_batch TDT decoding, batches sorted by duration) at each batch
+size asked for (issue 5: 1/16/64/128). Random weights cost the encoder what trained ones cost; the greedy decoder
 of a random joint may emit more or fewer symbols than a trained one would, so the encoder alone
 (preprocessor + encoder forward, which trained weights would not change) is timed beside the
 whole transcribe().
@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> None:
     engine = NemoEngine(args.size, path, device=args.device)
     parameters = sum(p.numel() for p in engine.model.parameters())
     print(
-        f"loaded {parameters / 1e6:.0f} M parameters on {args.device} in {time.perf_counter() - started:.0f} s"
+        f"loaded {parameters / 1e6:.0f} M parameters ({engine.dtype}) on {args.device}"
+        f" in {time.perf_counter() - started:.0f} s"
     )
     recording = _recording(args.work, args.speech, args.seconds * 2)
     audios = _speech(recording, args.seconds, args.audios or 2 * max(args.batches))
@@ -235,6 +236,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": " ".join(["python -m bench.parakeet_size", *(sys.argv[1:] if argv is None else argv)]),
         "device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu",
         "model": {"size": args.size, "parameters": parameters, "config": size.__dict__},
+        "weights_dtype": engine.dtype,
         "audio_s_each": args.seconds,
         "estimate_bytes_per_audio_s": NEMO_BYTES_PER_AUDIO_S,
         "rows": rows,

@@ -214,6 +214,50 @@ def test_nemo_long_audio_switches_to_local_attention_and_back(
     assert full == long
 
 
+def test_nemo_bf16_weights_survive_the_attention_switch(
+    clean_env: pytest.MonkeyPatch, tiny_nemo_path: Path, jfk: np.ndarray
+) -> None:
+    import torch
+
+    from handler.engines.parakeet import NemoEngine
+
+    def dtypes(module: torch.nn.Module) -> set[torch.dtype]:
+        return {
+            tensor.dtype for tensor in [*module.parameters(), *module.buffers()] if tensor.is_floating_point()
+        }
+
+    # A GPU's default; on request on the CPU, where autocast runs in bf16 too.
+    clean_env.setenv("STENOPOD_NEMO_DTYPE", "bfloat16")
+    clean_env.setenv("STENOPOD_LOCAL_ATTENTION_S", "5")
+    engine = NemoEngine("tiny", tiny_nemo_path)
+    model = engine.model
+    assert engine.dtype == "bfloat16"
+    for part in (model.encoder, model.decoder, model.joint):
+        assert {p.dtype for p in part.parameters()} == {torch.bfloat16}
+    assert dtypes(model.preprocessor) == {torch.float32}  # the mel features stay full precision
+
+    [short] = engine.transcribe([jfk[: 4 * SAMPLE_RATE]], word_timestamps=True)
+    assert_well_formed(short, 4.0, words_expected=True)
+    # Local attention builds new attention modules (in float32): they are cast too.
+    [long] = engine.transcribe([jfk], word_timestamps=True)
+    assert model.cfg.encoder.self_attention_model == "rel_pos_local_attn"
+    assert dtypes(model.encoder) == {torch.bfloat16}
+    assert_well_formed(long, jfk.size / SAMPLE_RATE, words_expected=True)
+
+
+def test_nemo_weights_dtype_defaults_and_refusal(clean_env: pytest.MonkeyPatch, tiny_nemo_path: Path) -> None:
+    import torch
+
+    from handler.engines.parakeet import NemoEngine
+
+    engine = NemoEngine("tiny", tiny_nemo_path)  # the CPU: full precision, no autocast
+    assert engine.dtype == "float32"
+    assert {p.dtype for p in engine.model.encoder.parameters()} == {torch.float32}
+    clean_env.setenv("STENOPOD_NEMO_DTYPE", "fp8")
+    with pytest.raises(ValueError, match="STENOPOD_NEMO_DTYPE"):
+        NemoEngine("tiny", tiny_nemo_path)
+
+
 def test_nemo_cuda_graph_switch(clean_env: pytest.MonkeyPatch, tiny_nemo_path: Path) -> None:
     from handler.engines.parakeet import NemoEngine
 
