@@ -237,6 +237,7 @@ def main(argv: list[str] | None = None) -> None:
         "device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu",
         "model": {"size": args.size, "parameters": parameters, "config": size.__dict__},
         "weights_dtype": engine.dtype,
+        "cuda_graph_decoder": bool(engine.model.cfg.decoding.greedy.use_cuda_graph_decoder),
         "audio_s_each": args.seconds,
         "estimate_bytes_per_audio_s": NEMO_BYTES_PER_AUDIO_S,
         "rows": rows,
