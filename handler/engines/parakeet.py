@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -21,6 +22,8 @@ from handler.engines.base import (
     WordTiming,
 )
 from handler.engines.gpu_memory import NEMO_BATCH_DEFAULT, free_gpu_bytes, nemo_batch_for_memory
+
+log = logging.getLogger(__name__)
 
 # The .nemo file is local; a hub lookup at run time would be a bug, so make it impossible.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -208,14 +211,19 @@ class NemoEngine(Engine):
 
 def _weights_dtype(device: str) -> str:
     """bfloat16 on a GPU that supports it, float32 elsewhere, unless STENOPOD_NEMO_DTYPE says."""
-    configured = os.environ.get("STENOPOD_NEMO_DTYPE", "").strip().lower()
-    if configured in {"bfloat16", "float32"}:
-        return configured
-    if configured:
-        raise ValueError(f"STENOPOD_NEMO_DTYPE must be bfloat16 or float32, got {configured!r}")
     import torch
 
-    return "bfloat16" if device == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+    configured = os.environ.get("STENOPOD_NEMO_DTYPE", "").strip().lower()
+    if configured not in {"", "bfloat16", "float32"}:
+        raise ValueError(f"STENOPOD_NEMO_DTYPE must be bfloat16 or float32, got {configured!r}")
+    gpu_has_bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
+    if configured == "bfloat16" and device == "cuda" and not gpu_has_bf16:
+        # An endpoint set up for newer GPUs that lands on an older one still transcribes.
+        log.warning("STENOPOD_NEMO_DTYPE=bfloat16, but this GPU has no bf16: using float32")
+        return "float32"
+    if configured:
+        return configured
+    return "bfloat16" if gpu_has_bf16 else "float32"
 
 
 def _pad_right(array: np.ndarray) -> np.ndarray:

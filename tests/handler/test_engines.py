@@ -24,6 +24,8 @@ REGISTRY_ENV = (
     "STENOPOD_ENABLE_TEST_ENGINE",
     "STENOPOD_LOCAL_ATTENTION_S",
     "STENOPOD_NEMO_CUDA_GRAPHS",
+    "STENOPOD_NEMO_DTYPE",
+    "STENOPOD_NEMO_BATCH_SIZE",
 )
 
 
@@ -256,6 +258,26 @@ def test_nemo_weights_dtype_defaults_and_refusal(clean_env: pytest.MonkeyPatch, 
     clean_env.setenv("STENOPOD_NEMO_DTYPE", "fp8")
     with pytest.raises(ValueError, match="STENOPOD_NEMO_DTYPE"):
         NemoEngine("tiny", tiny_nemo_path)
+
+
+def test_nemo_bf16_on_a_gpu_without_it_falls_back(
+    clean_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import torch
+
+    from handler.engines.parakeet import _weights_dtype
+
+    # No GPU here: what the choice sees of an older GPU (a T4, a V100) is its answer to this.
+    clean_env.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    assert _weights_dtype("cuda") == "float32"
+    clean_env.setenv("STENOPOD_NEMO_DTYPE", "bfloat16")
+    with caplog.at_level("WARNING"):
+        assert _weights_dtype("cuda") == "float32"
+    assert "no bf16" in caplog.text
+    assert _weights_dtype("cpu") == "bfloat16"  # on request on the CPU (autocast runs there)
+    clean_env.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    clean_env.delenv("STENOPOD_NEMO_DTYPE")
+    assert _weights_dtype("cuda") == "bfloat16"
 
 
 def test_nemo_cuda_graph_switch(clean_env: pytest.MonkeyPatch, tiny_nemo_path: Path) -> None:
