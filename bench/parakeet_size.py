@@ -19,6 +19,7 @@ bench/work/ (about 2.4 GB at full size) and reused.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import sys
@@ -206,32 +207,8 @@ def main(argv: list[str] | None = None) -> None:
     recording = _recording(args.work, args.speech, args.seconds * 2)
     audios = _speech(recording, args.seconds, args.audios or 2 * max(args.batches))
 
-    rows = []
-    for batch in args.batches:
-        row = measure(engine, audios, batch)
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-
-    print(f"\n{'batch':>5} {'RTFx':>8} {'encoder RTFx':>13} {'GPU peak GiB':>13} {'B per batch audio-s':>20}")
-    for row in rows:
-        print(
-            f"{row['batch']:>5} {row['rtfx']:>8} {row['encoder_rtfx']:>13} "
-            f"{row.get('gpu_peak_gib', '-'):>13} {row.get('bytes_per_batch_audio_s', '-'):>20}"
-        )
-    long_rows = []
-    for seconds in args.long:
-        row = measure_long(engine, _long_audio(recording, seconds))
-        long_rows.append(row)
-        print(json.dumps(row), flush=True)
-    if long_rows:
-        print(
-            f"\n{'long audio s':>12} {'attention':>18} {'RTFx':>8} {'GPU peak GiB':>13} {'B per audio-s':>14}"
-        )
-    for row in long_rows:
-        print(
-            f"{row['long_audio_s']:>12} {row['attention']:>18} {row['rtfx']:>8} "
-            f"{row.get('gpu_peak_gib', '-'):>13} {row.get('bytes_per_audio_s', '-'):>14}"
-        )
+    rows: list[dict[str, Any]] = []
+    long_rows: list[dict[str, Any]] = []
     result = {
         "command": " ".join(["python -m bench.parakeet_size", *(sys.argv[1:] if argv is None else argv)]),
         "device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu",
@@ -243,7 +220,40 @@ def main(argv: list[str] | None = None) -> None:
         "rows": rows,
         "long_rows": long_rows,
     }
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+    def record(into: list[dict[str, Any]], key: dict[str, Any], run: Any) -> None:
+        # One device call is all a GPU session gets: a row that fails (out of memory at batch
+        # 128, say) is recorded and the rest still runs, and the file is rewritten after every
+        # row, so what was measured comes back even if the call's time runs out.
+        try:
+            row = run()
+        except Exception as error:  # a benchmark row's failure is a result too
+            row = {**key, "error": f"{type(error).__name__}: {str(error)[:300]}"}
+        into.append(row)
+        print(json.dumps(row), flush=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+    for batch in args.batches:
+        record(rows, {"batch": batch}, functools.partial(measure, engine, audios, batch))
+    for seconds in args.long:
+        audio = _long_audio(recording, seconds)
+        record(long_rows, {"long_audio_s": seconds}, functools.partial(measure_long, engine, audio))
+
+    print(f"\n{'batch':>5} {'RTFx':>8} {'encoder RTFx':>13} {'GPU peak GiB':>13} {'B per batch audio-s':>20}")
+    for row in rows:
+        print(
+            f"{row['batch']:>5} {row.get('rtfx', 'failed'):>8} {row.get('encoder_rtfx', '-'):>13} "
+            f"{row.get('gpu_peak_gib', '-'):>13} {row.get('bytes_per_batch_audio_s', '-'):>20}"
+        )
+    if long_rows:
+        print(
+            f"\n{'long audio s':>12} {'attention':>18} {'RTFx':>8} {'GPU peak GiB':>13} {'B per audio-s':>14}"
+        )
+    for row in long_rows:
+        print(
+            f"{row['long_audio_s']:>12} {row.get('attention', '-'):>18} {row.get('rtfx', 'failed'):>8} "
+            f"{row.get('gpu_peak_gib', '-'):>13} {row.get('bytes_per_audio_s', '-'):>14}"
+        )
     print(f"\nwrote {args.out}")
 
 

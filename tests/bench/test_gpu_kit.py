@@ -60,6 +60,20 @@ def test_parakeet_size_runs_on_the_carried_speech(tmp_path: Path) -> None:
     assert long_row["attention"] == "rel_pos"
 
 
+@pytest.mark.timeout(300)
+def test_a_failing_row_is_recorded_and_the_rest_still_runs(tmp_path: Path) -> None:
+    out = tmp_path / "result.json"
+    parakeet_size.main(
+        [
+            "--device", "cpu", "--size", "tiny", "--batches", "0", "1", "--seconds", "2",
+            "--audios", "2", "--long", "--speech", str(SPEECH), "--work", str(tmp_path), "--out", str(out),
+        ]
+    )  # fmt: skip
+    failed, measured = json.loads(out.read_text())["rows"]
+    assert failed["batch"] == 0 and "error" in failed and "rtfx" not in failed
+    assert measured["batch"] == 1 and measured["rtfx"] > 0
+
+
 def test_parakeet_size_refuses_speech_it_cannot_read(tmp_path: Path) -> None:
     stereo = ROOT / "tests" / "data" / "stereo_diarization.wav"
     with pytest.raises(SystemExit, match="--speech"):
