@@ -119,9 +119,18 @@ def fetch_wheels(dest: Path, python_version: str) -> list[Path]:
     for platform in PLATFORMS:
         download += ["--platform", platform]
     for requirement in pinned(KIT):
-        if subprocess.run([*download, requirement], capture_output=True).returncode != 0:
-            build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dest), requirement]
-            subprocess.run(build, check=True)
+        if subprocess.run([*download, requirement], capture_output=True).returncode == 0:
+            continue
+        before = set(dest.glob("*.whl"))
+        build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dest), requirement]
+        subprocess.run(build, check=True)
+        for built in set(dest.glob("*.whl")) - before:
+            if not built.name.endswith("-none-any.whl"):
+                # Built for this machine's Python, not the device's: it would not install there.
+                built.unlink()
+                raise SystemExit(
+                    f"{requirement} has no wheel for Python {python_version} and is not pure Python"
+                )
     return sorted(dest.glob("*.whl"))
 
 
