@@ -49,6 +49,7 @@ class Feed(Generic[ItemT]):
         self._ready: list[tuple[int, ItemT]] = []  # (position in items, item), as they finish
         self._running: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
+        self._closed = False
 
     @property
     def exhausted(self) -> bool:
@@ -60,7 +61,8 @@ class Feed(Generic[ItemT]):
 
     def _fill(self) -> None:
         while (
-            self._next < len(self._items)
+            not self._closed
+            and self._next < len(self._items)
             and len(self._running) < self._concurrency
             and len(self._ready) + len(self._running) < self._ahead_items
             and self._ready_s() < self._ahead_audio_s
@@ -83,6 +85,10 @@ class Feed(Generic[ItemT]):
                 self._running.discard(task)  # type: ignore[arg-type]
         self._ready.append((position, item))
         self._changed.set()
+        # Refill as each preparation ends, not only when a batch is taken: while the job waits on
+        # its engine calls (both in flight) nobody takes, and the next call's fetches must still
+        # run ahead of it.
+        self._fill()
 
     async def take(self, max_items: int, max_audio_s: float) -> list[ItemT]:
         """The next batch: waits until max_items or max_audio_s of prepared items are ready (or
@@ -133,6 +139,7 @@ class Feed(Generic[ItemT]):
 
     async def close(self) -> None:
         """Stop preparing (a cancelled job must not leave fetches running after its answer)."""
+        self._closed = True  # a preparation finishing meanwhile starts no other
         for task in list(self._running):
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)

@@ -86,6 +86,26 @@ def test_look_ahead_stops_at_the_decoded_audio_budget() -> None:
     assert len(ahead) < len(clips)
 
 
+def test_look_ahead_runs_on_while_nobody_takes() -> None:
+    # The job takes a batch, then waits on its two engine calls without calling take(): the
+    # fetches for the next call must still run ahead, up to the item budget, not stop at the
+    # `concurrency` already in flight.
+    clips = [Clip(f"c{n}", 1.0, delay_s=0.001) for n in range(40)]
+    feed, started = _feed(clips, ahead_items=30)
+
+    async def take_then_wait() -> list[str]:
+        batch = await feed.take(max_items=1, max_audio_s=1.0)
+        assert [clip.name for clip in batch] == ["c0"]
+        await asyncio.sleep(0.5)  # the engine is busy; nobody takes
+        ahead = list(started)
+        await feed.close()
+        return ahead
+
+    ahead = asyncio.run(take_then_wait())
+    assert len(ahead) == 1 + 30  # the batch taken, and 30 prepared ahead
+    assert all(clip.prepared for clip in clips[:31]) and not clips[31].prepared
+
+
 def test_an_unexpected_failure_still_hands_the_item_out() -> None:
     clips = [Clip("ok", 5.0), Clip("broken", 5.0), Clip("after", 5.0)]
     feed, _ = _feed(clips)
