@@ -459,10 +459,13 @@ class _JobRunner:
                     clock.call_finished()
                     clock.idle_in_call(arrivals.idle_s)
                 if failure is not None:
-                    await ENGINE_GATE.acquire()  # the retries are engine calls too
+                    # The retries are engine calls too: a slot, and engine time on the clock.
+                    ready_at = await ENGINE_GATE.acquire()
+                    clock.call_started(ready_at)
                     try:
                         await self._after_engine(streamed, failure)
                     finally:
+                        clock.call_finished()
                         ENGINE_GATE.release()
                 else:
                     await self._after_engine(streamed, failure)

@@ -762,6 +762,35 @@ def test_a_failed_streamed_call_is_retried_item_by_item() -> None:
     assert sorted(engine.batches[1:]) == [[POISON_SAMPLES], [16_000], [16_000]]
 
 
+class SlowStreamingEngine(StreamingTestEngine):
+    """TEST DOUBLE: every engine call takes CALL_S, so the job's clock has engine time to count."""
+
+    __test__ = False
+    CALL_S = 0.2
+
+    def transcribe(
+        self, audios: list[np.ndarray], language: str | None = None, word_timestamps: bool = False
+    ) -> list[Transcript]:
+        time.sleep(self.CALL_S)
+        return super().transcribe(audios, language, word_timestamps)
+
+
+def test_the_retries_of_a_failed_streamed_call_are_engine_time() -> None:
+    engine = SlowStreamingEngine()
+    good = "data:audio/wav;base64," + base64.b64encode(wav_of(16_000)).decode()
+    poison = "data:audio/wav;base64," + base64.b64encode(wav_of(POISON_SAMPLES)).decode()
+    answer = run(
+        {"items": [{"id": "a", "audio": good}, {"id": "b", "audio": poison}, {"id": "c", "audio": good}]},
+        TestDoubleRegistry(engine),
+    )
+    assert [i["status"] for i in answer["items"]] == ["ok", "error", "ok"]
+    assert len(engine.batches) == 1 + 3  # the streamed call, then each item alone
+    worker = answer["worker"]
+    # Four calls of CALL_S each: busy, not the engine waiting for input between them.
+    assert worker["engine_busy_s"] >= 4 * SlowStreamingEngine.CALL_S * 0.9
+    assert worker["engine_wait_s"] < SlowStreamingEngine.CALL_S
+
+
 @pytest.mark.timeout(60)  # without the close, the engine's thread (and so asyncio.run) waits forever
 def test_a_cancelled_job_closes_the_streamed_intake(tmp_path: Path, one_fetch_at_a_time: None) -> None:
     """Cancelled while its first call is still taking audios: the engine's thread is told the intake
