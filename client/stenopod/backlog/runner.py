@@ -278,6 +278,10 @@ class BacklogRunner:
         self.webhooks: Any = None
         self.view: ProgressView | None = None
         self._source_stores: dict[str, S3Store] = {}
+        # Items whose job was cancelled while this run followed it (stenopod cancel, a purged
+        # queue): pending in the ledger for the next run, but not resubmitted by this one, which
+        # would undo the cancel over and over (a cancel uses up no attempt).
+        self._held: set[str] = set()
         self._started = 0.0
 
     # --- the run ------------------------------------------------------------------------------
@@ -352,7 +356,7 @@ class BacklogRunner:
         try:
             while True:
                 if not packs:
-                    pending = self.ledger.items(PENDING)
+                    pending = self._pending()
                     packs.extend(
                         pack.item_ids
                         for pack in pack_items(
@@ -367,7 +371,7 @@ class BacklogRunner:
                     self.ledger.create_submission(token, item_ids)
                     active.add(asyncio.create_task(self._drive(token, item_ids, None, recovered=False)))
                 if not active:
-                    if packs or self.ledger.items(PENDING):
+                    if packs or self._pending():
                         continue
                     return
                 finished, active = await asyncio.wait(active, return_when=asyncio.FIRST_COMPLETED)
@@ -380,6 +384,11 @@ class BacklogRunner:
             if active:
                 await asyncio.gather(*active, return_exceptions=True)
 
+    def _pending(self) -> list[ItemRecord]:
+        """Pending items this run may submit (not those held after a cancel)."""
+        assert self.ledger is not None
+        return [item for item in self.ledger.items(PENDING) if item.id not in self._held]
+
     # --- one submission -----------------------------------------------------------------------
 
     async def _drive(self, token: str, item_ids: list[str], job_id: str | None, *, recovered: bool) -> None:
@@ -391,18 +400,33 @@ class BacklogRunner:
             if record is not None:
                 job_id = str(record["job_id"])
                 self.ledger.set_job_id(token, job_id)
+        unstaged: list[ItemOutcome] = []
         if job_id is None:
+            staged, unstaged = await self._stage(item_ids)
+            if not staged:
+                self._settle(token, _Settled(ATTEMPT_FAILED, unstaged), None)
+                return
             try:
-                job_id = await self._submit(token, item_ids)
+                job_id = await self._submit(token, staged)
             except _SubmitFailed as failure:
                 outcomes = [
-                    ItemOutcome(id=item_id, ok=False, error_code=failure.code, error_message=failure.message)
-                    for item_id in item_ids
+                    ItemOutcome(
+                        id=item["id"], ok=False, error_code=failure.code, error_message=failure.message
+                    )
+                    for item in staged
                 ]
-                self._settle(token, _Settled(ATTEMPT_FAILED, outcomes), None)
+                self._settle(token, _Settled(ATTEMPT_FAILED, [*outcomes, *unstaged]), None)
                 return
             self.ledger.set_job_id(token, job_id)
-        settled, execution_ms = await self._follow(token, item_ids, job_id, recovered=recovered)
+        unstaged_ids = {outcome.id for outcome in unstaged}
+        followed = [item_id for item_id in item_ids if item_id not in unstaged_ids]
+        settled, execution_ms = await self._follow(token, followed, job_id, recovered=recovered)
+        settled.outcomes.extend(unstaged)
+        if settled.state == CANCELLED and not recovered:
+            log.warning(
+                "job %s was cancelled: its %d item(s) stay pending for the next run", job_id, len(followed)
+            )
+            self._held.update(followed)
         self._settle(token, settled, execution_ms)
 
     def _settle(self, token: str, settled: _Settled, execution_ms: int | None) -> None:
@@ -417,19 +441,28 @@ class BacklogRunner:
         )
         self._refresh_view()
 
-    async def _submit(self, token: str, item_ids: list[str]) -> str:
-        assert self.ledger is not None and self.client is not None
-        job_items = []
+    async def _stage(self, item_ids: list[str]) -> tuple[list[dict[str, str]], list[ItemOutcome]]:
+        """Each item's audio as a URL the worker can fetch; an item that cannot be staged (its file
+        gone, an upload refused) fails alone, and the rest of its pack still goes."""
+        assert self.ledger is not None
+        staged: list[dict[str, str]] = []
+        unstaged: list[ItemOutcome] = []
         for item_id in item_ids:
             record = self.ledger.item(item_id)
             assert record is not None
             try:
-                audio = await self._audio_url(record)
+                staged.append({"id": item_id, "audio": await self._audio_url(record)})
             except (StorageError, OSError) as error:
-                raise _SubmitFailed(
-                    ErrorCode.storage_failed.value, f"cannot stage {record.source}: {error}"
-                ) from None
-            job_items.append({"id": item_id, "audio": audio})
+                message = f"cannot stage {record.source}: {error}"
+                unstaged.append(
+                    ItemOutcome(
+                        id=item_id, ok=False, error_code=ErrorCode.storage_failed.value, error_message=message
+                    )
+                )
+        return staged, unstaged
+
+    async def _submit(self, token: str, job_items: list[dict[str, str]]) -> str:
+        assert self.client is not None
         job_input: dict[str, Any] = {
             "items": job_items,
             "formats": list(self.options.formats),
@@ -578,6 +611,10 @@ class BacklogRunner:
                 item_ids, results, default_code=error.code.value, default_message=error.message
             )
             return _Settled(ATTEMPT_FAILED, outcomes)
+        if stored is not None:
+            # The worker finished and recorded it before the timeout or the cancel landed: the
+            # transcripts are in the store (each is checked there), not worth doing again.
+            return _Settled(FINISHED, await self._outcomes(item_ids, stored))
         if status.status == "CANCELLED":
             code, message = ErrorCode.cancelled.value, f"job {status.id} was cancelled"
         else:
