@@ -8,13 +8,16 @@ runner's checks of the output store run for real.
 from __future__ import annotations
 
 import asyncio
+import functools
 from pathlib import Path
 from typing import Any
 
 import pytest
+import stenopod.backlog.runner as runner_module
 from stenopod.backlog.ledger import PENDING, Ledger
 from stenopod.backlog.runner import BacklogOptions, BacklogRunner
 from stenopod.backlog.sources import expand_sources
+from stenopod.endpoint import EndpointClient
 from stenopod.storage import LocalStore
 
 from handler.submission import record_submission_result
@@ -53,6 +56,7 @@ def _options(double: RunPodEndpointTestDouble, source: Path, output: Path) -> Ba
         poll_initial_s=0.02,
         poll_max_s=0.1,
         max_attempts=3,
+        resubmit_wait_s=0.01,
     )
 
 
@@ -128,3 +132,25 @@ def test_a_job_that_timed_out_after_its_worker_finished_is_not_redone(tmp_path: 
         assert len(double.requests_for("run")) == 1
     assert (report.done, report.failed) == (2, 0)
     assert all(item.attempts == 1 for item in report.items)
+
+
+def test_a_run_whose_answers_were_lost_is_asked_again_under_the_same_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The real client, with its backoff shortened so its 9 tries take milliseconds.
+    quick = functools.partial(EndpointClient, backoff_base_s=0.001, backoff_max_s=0.002)
+    monkeypatch.setattr(runner_module, "EndpointClient", quick)
+    source = _recordings(tmp_path / "src", 2)
+    with RunPodEndpointTestDouble(output_for=_worker) as double:
+        # Every try of the first /run creates its job, then the answer is lost.
+        double.drop_next(9, operation="run", after_processing=True)
+        report = asyncio.run(
+            BacklogRunner(_options(double, source, tmp_path / "out"), state=tmp_path / "state.sqlite").run()
+        )
+        tokens = {job.input["submission"] for job in double.jobs.values()}
+        created = len(double.jobs)
+    assert (report.done, report.failed) == (2, 0)
+    assert all(item.attempts == 1 for item in report.items)
+    # Ten jobs, all under one token: on RunPod the nine unanswered ones would find the token
+    # claimed and answer duplicate_of, instead of transcribing the items again.
+    assert created == 10 and len(tokens) == 1

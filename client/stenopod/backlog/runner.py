@@ -79,6 +79,10 @@ PERMANENT_CODES = frozenset(
 )
 _MAX_DUPLICATE_HOPS = 4
 _MAX_STATUS_FAILURES = 20
+# A /run whose every retry was lost in transit (timeouts, 502s, dropped answers) may still have
+# created its job: the submission is asked again under the same token this many more times, so
+# the worker's claim on the token (duplicate_of) keeps such a job from transcribing it twice.
+_MAX_SAME_TOKEN_RESUBMITS = 2
 
 
 class UsageError(Exception):
@@ -124,6 +128,8 @@ class BacklogOptions:
     poll_max_s: float = 10.0
     # With webhooks, status is still polled (webhooks get lost) but this rarely.
     webhook_poll_s: float = 60.0
+    # Before asking again, under the same token, after a /run whose answers were all lost.
+    resubmit_wait_s: float = 10.0
     gpu: str | None = None
     price_per_s: float | None = None
     price_table: str | None = None
@@ -391,10 +397,12 @@ class BacklogRunner:
 
     # --- one submission -----------------------------------------------------------------------
 
-    async def _drive(self, token: str, item_ids: list[str], job_id: str | None, *, recovered: bool) -> None:
+    async def _drive(
+        self, token: str, item_ids: list[str], job_id: str | None, *, recovered: bool, resubmits: int = 0
+    ) -> None:
         """Submit (unless a job id is known), wait for the job, settle its items."""
         assert self.ledger is not None and self.store is not None
-        if job_id is None and recovered:
+        if job_id is None and (recovered or resubmits):
             # We died between recording the token and the job id: the worker may know the job.
             record = await self._read_submission(token)
             if record is not None:
@@ -409,6 +417,11 @@ class BacklogRunner:
             try:
                 job_id = await self._submit(token, staged)
             except _SubmitFailed as failure:
+                if failure.ambiguous and resubmits < _MAX_SAME_TOKEN_RESUBMITS:
+                    log.warning("submitting %s: %s; asking again under the same token", token, failure)
+                    await asyncio.sleep(self.options.resubmit_wait_s * (resubmits + 1))
+                    await self._drive(token, item_ids, None, recovered=recovered, resubmits=resubmits + 1)
+                    return
                 outcomes = [
                     ItemOutcome(
                         id=item["id"], ok=False, error_code=failure.code, error_message=failure.message
@@ -485,8 +498,9 @@ class BacklogRunner:
             if error.status_code is not None and 400 <= error.status_code < 500:
                 # The endpoint refused this input: retrying it unchanged will not help.
                 raise _SubmitFailed(ErrorCode.invalid_input.value, error.message) from None
+            # No answer we can trust: the job may exist all the same.
             raise _SubmitFailed(
-                ErrorCode.internal_error.value, f"submitting failed: {error.message}"
+                ErrorCode.internal_error.value, f"submitting failed: {error.message}", ambiguous=True
             ) from None
 
     async def _audio_url(self, item: ItemRecord) -> str:
@@ -745,7 +759,8 @@ class BacklogRunner:
 
 
 class _SubmitFailed(Exception):
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, *, ambiguous: bool = False) -> None:
         super().__init__(message)
+        self.ambiguous = ambiguous  # the endpoint may have created the job anyway
         self.code = code
         self.message = message
