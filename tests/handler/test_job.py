@@ -102,6 +102,11 @@ def data_uri(path: Path) -> str:
     return "data:audio/wav;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
+def wav_uri(samples: int, sample: bytes = b"\x00\x01") -> str:
+    """wav_of(samples, sample) as a data: URI, inline in the job input."""
+    return "data:audio/wav;base64," + base64.b64encode(wav_of(samples, sample)).decode()
+
+
 def wav_of(samples: int, sample: bytes = b"\x00\x01") -> bytes:
     """A 16 kHz mono 16-bit WAV of `samples` copies of one sample (b"\\0\\0": digital silence)."""
     import io
@@ -218,7 +223,7 @@ def test_word_and_no_timestamps(data_dir: Path) -> None:
 
 def test_empty_audio_is_an_empty_transcript_not_an_engine_call(tmp_path: Path) -> None:
     registry = TestDoubleRegistry()
-    uri = "data:audio/wav;base64," + base64.b64encode(wav_of(0)).decode()
+    uri = wav_uri(0)
     (item,) = run({"audio": uri}, registry)["items"]
     assert item["status"] == "ok" and item["text"] == "" and item["segments"] == []
     assert registry.engine.batches == []
@@ -408,8 +413,8 @@ def test_model_unavailable_lists_the_available_models(data_dir: Path) -> None:
 
 def test_inference_failure_is_isolated_to_the_bad_item() -> None:
     registry = TestDoubleRegistry()
-    good = "data:audio/wav;base64," + base64.b64encode(wav_of(16_000)).decode()
-    poison = "data:audio/wav;base64," + base64.b64encode(wav_of(POISON_SAMPLES)).decode()
+    good = wav_uri(16_000)
+    poison = wav_uri(POISON_SAMPLES)
     answer = run(
         {"items": [{"id": "a", "audio": good}, {"id": "b", "audio": poison}, {"id": "c", "audio": good}]},
         registry,
@@ -740,9 +745,9 @@ def test_long_items_wait_for_a_call_that_chunks_them(tmp_path: Path, one_fetch_a
 
 def test_a_failed_streamed_call_is_retried_item_by_item() -> None:
     engine = StreamingTestEngine()
-    good = "data:audio/wav;base64," + base64.b64encode(wav_of(16_000)).decode()
-    poison = "data:audio/wav;base64," + base64.b64encode(wav_of(POISON_SAMPLES)).decode()
-    silent = "data:audio/wav;base64," + base64.b64encode(wav_of(8_000, b"\x00\x00")).decode()
+    good = wav_uri(16_000)
+    poison = wav_uri(POISON_SAMPLES)
+    silent = wav_uri(8_000, b"\x00\x00")
     answer = run(
         {
             "items": [
@@ -777,8 +782,8 @@ class SlowStreamingEngine(StreamingTestEngine):
 
 def test_the_retries_of_a_failed_streamed_call_are_engine_time() -> None:
     engine = SlowStreamingEngine()
-    good = "data:audio/wav;base64," + base64.b64encode(wav_of(16_000)).decode()
-    poison = "data:audio/wav;base64," + base64.b64encode(wav_of(POISON_SAMPLES)).decode()
+    good = wav_uri(16_000)
+    poison = wav_uri(POISON_SAMPLES)
     answer = run(
         {"items": [{"id": "a", "audio": good}, {"id": "b", "audio": poison}, {"id": "c", "audio": good}]},
         TestDoubleRegistry(engine),
