@@ -119,24 +119,6 @@ class Feed(Generic[ItemT]):
         # In the job's order, so answers, callbacks and writes follow the input.
         return [item for _, item in picked]
 
-    async def take_one(self, max_audio_s: float) -> ItemT | None:
-        """The earliest prepared item (in job order) holding at most max_audio_s of audio, as soon as
-        one is ready; None once no such item can come (every item was handed out, or all that is
-        left is longer and nothing is being prepared). For a call that takes its audios one by one
-        while the rest is still being fetched."""
-        while True:
-            self._fill()
-            fitting = [pair for pair in self._ready if self._seconds(pair[1]) <= max_audio_s]
-            if fitting:
-                picked = min(fitting, key=lambda pair: pair[0])
-                self._ready.remove(picked)
-                self._fill()
-                return picked[1]
-            if not self._running:
-                return None
-            self._changed.clear()
-            await self._changed.wait()
-
     async def close(self) -> None:
         """Stop preparing (a cancelled job must not leave fetches running after its answer)."""
         self._closed = True  # a preparation finishing meanwhile starts no other

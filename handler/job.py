@@ -39,14 +39,15 @@ from stenopod.storage import ObjectStore, S3Credentials, StorageError, open_stor
 
 from .audio import SAMPLE_RATE, AudioLimits, decode_audio, fetch_audio
 from .callback import post_item
+from .chunking import Chunk, chunk_bound
 from .engine_clock import EngineClock
 from .engine_gate import EngineGate
-from .engines.base import Arrivals, BatchLimits, Engine, EngineError, Transcript
+from .engines.base import BatchLimits, Engine, EngineError, Transcript
 from .engines.registry import ModelUnavailable
 from .errors import StageError
 from .feed import Feed
 from .formats import CONTENT_TYPES, TranscriptDocument, render
-from .longform import transcribe_long, whole_audio_limit_s
+from .longform import plan_audio, transcribe_long
 from .submission import claim_submission, record_submission_result
 
 log = logging.getLogger("stenopod.handler.job")
@@ -84,9 +85,6 @@ ENGINE_CALLS_IN_FLIGHT = 2
 # Engine calls in flight across all the jobs this worker runs at once (handler/__main__.py takes
 # the next job while one runs, so its fetches overlap this one's inference).
 ENGINE_GATE = EngineGate(ENGINE_CALLS_IN_FLIGHT)
-# A streamed first call stops taking audios when less room than this is left: waiting for one more
-# item to decode would hold back the engine's batched decode for a few seconds of audio.
-MIN_STREAMED_ROOM_S = 1.0
 
 
 def jobs_at_once() -> int:
@@ -128,6 +126,7 @@ class _Item:
     spec: JobItem
     result: ItemResult
     audio: np.ndarray | None = None
+    chunks: list[Chunk] | None = None  # where the engine call cuts the audio, planned in preparation
     transcript: Transcript | None = None
     document: TranscriptDocument | None = None
 
@@ -139,6 +138,7 @@ class _Item:
         self.result.status = "error"
         self.result.error = ItemError(code=code, message=message)
         self.audio = None
+        self.chunks = None
         self.transcript = None
         self.document = None
 
@@ -322,13 +322,13 @@ class _JobRunner:
         full call's worth of fetches (a smaller first call measured 12 % slower on the benchmark:
         two half-filled calls pack worse). Up to ENGINE_CALLS_IN_FLIGHT calls run at once, so a
         call's fetches and CPU-side work overlap the tail of the one before instead of waiting
-        for it. Memory holds those calls plus one call's worth of audio prepared ahead. With an
-        engine that streams_arrivals (Whisper on the CPU) the first call does not wait for its
-        fetches at all: it is handed each audio as it is decoded (_stream_first_call).
+        for it. Memory holds those calls plus one call's worth of audio prepared ahead. Long
+        audio is planned into chunks while it is prepared (handler.chunking), so the engine call
+        only transcribes.
 
         engine_wait_s records how long the engine sat with no call while the job still had items
-        (waiting for input); first_input_s the fetch before the engine had its first audio, plus
-        a streamed call's own wait for the rest; last_output_s the writes after the last call,
+        (waiting for input); first_input_s the fetch before the engine had its first audio;
+        last_output_s the writes after the last call,
         which nothing overlaps. Their sum is the input/output on the critical path (critical_io_s).
         """
         limits = self._batch_limits()
@@ -359,11 +359,6 @@ class _JobRunner:
 
         try:
             wanted = first
-            if self.engine is not None and self.engine.streams_arrivals:
-                streamed = await self._stream_first_call(feed, first, clock, writes)
-                if streamed is not None:
-                    calls.add(streamed)
-                    wanted = limits
             while True:
                 if len(calls) >= ENGINE_CALLS_IN_FLIGHT:
                     finished, pending = await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED)
@@ -390,89 +385,6 @@ class _JobRunner:
             self.engine_wait_s = clock.wait_s
             self.first_input_s = clock.first_input_s or 0.0
 
-    async def _stream_first_call(
-        self, feed: Feed[_Item], first: BatchLimits, clock: EngineClock, writes: list[asyncio.Task[None]]
-    ) -> asyncio.Task[None] | None:
-        """The first engine call, handed its audios one by one as they are decoded, so the engine
-        starts on the first of them instead of waiting for the whole call's fetches (engines with
-        streams_arrivals). Returns, once the call's intake is closed, the task that finishes it;
-        None when the job had no items.
-
-        Only audio the engine takes whole is streamed in (up to the chunking bound): a longer item
-        waits for the next call, which cuts it into chunks."""
-        assert self.engine is not None
-        bound = whole_audio_limit_s(self.engine)
-        arrivals = Arrivals()
-        batch: list[_Item] = []
-        streamed: list[_Item] = []
-        seconds = 0.0
-        call: asyncio.Future[list[Transcript]] | None = None
-        started = 0.0
-        try:
-            while len(batch) < first.max_items and first.max_audio_s - seconds >= MIN_STREAMED_ROOM_S:
-                room = first.max_audio_s - seconds
-                item = await feed.take_one(room if bound is None else min(room, bound))
-                if item is None:
-                    break
-                batch.append(item)
-                if not item.ok or item.audio is None:
-                    continue
-                seconds += item.audio.size / SAMPLE_RATE
-                if is_silent(item.audio):
-                    item.transcript = Transcript(text="", segments=[], language=None)
-                    continue
-                streamed.append(item)
-                arrivals.put(item.audio)
-                if call is None:
-                    ready_at = await ENGINE_GATE.acquire()
-                    clock.call_started(ready_at)
-                    started = time.perf_counter()
-                    call = asyncio.get_running_loop().run_in_executor(
-                        None,
-                        functools.partial(
-                            self.engine.transcribe_arriving,
-                            arrivals,
-                            language=self.input.language,
-                            word_timestamps=self.word_timestamps,
-                        ),
-                    )
-                    # The slot goes back when the call ends, or when the job is cancelled and
-                    # stops waiting for it (the thread then finishes what it was handed uncounted).
-                    call.add_done_callback(lambda _: ENGINE_GATE.release())
-        finally:
-            # Also when the job is cancelled here: the engine's thread must not wait forever.
-            arrivals.close()
-        if not batch:
-            return None
-        log.info(
-            "job %s: engine call of %d item(s), %.1f s of audio, streamed in as decoded",
-            self.job_id,
-            len(streamed),
-            sum(item.audio.size for item in streamed if item.audio is not None) / SAMPLE_RATE,
-        )
-
-        async def finish() -> None:
-            if call is not None:
-                try:
-                    failure = await self._settle_engine_call(streamed, call, started, arrivals)
-                finally:
-                    clock.call_finished()
-                    clock.idle_in_call(arrivals.idle_s)
-                if failure is not None:
-                    # The retries are engine calls too: a slot, and engine time on the clock.
-                    ready_at = await ENGINE_GATE.acquire()
-                    clock.call_started(ready_at)
-                    try:
-                        await self._after_engine(streamed, failure)
-                    finally:
-                        clock.call_finished()
-                        ENGINE_GATE.release()
-                else:
-                    await self._after_engine(streamed, failure)
-            writes.append(asyncio.ensure_future(self._finish(batch)))
-
-        return asyncio.ensure_future(finish())
-
     # --- stages -------------------------------------------------------------------------------
 
     async def _prepare_one(self, tmp_dir: Path, index: int, item: _Item) -> None:
@@ -486,6 +398,10 @@ class _JobRunner:
             if item.ok:
                 decode = functools.partial(decode_audio, path, self.settings.limits.max_seconds)
                 item.audio = await self._stage(item, "decode", "decoded", decode)
+            if item.ok and item.audio is not None:
+                # Here, in the preparation thread, so engine calls never wait for the VAD.
+                plan = functools.partial(plan_audio, item.audio, chunk_bound(self.engine))
+                item.chunks = await self._stage(item, "plan", None, plan)
         except Exception:
             # Outside the stages (the temp file, say): still this item's error, never an "ok"
             # item without a transcript.
@@ -497,7 +413,7 @@ class _JobRunner:
         if item.ok and item.audio is not None:
             item.result.duration_s = round(item.audio.size / SAMPLE_RATE, 3)
 
-    async def _stage(self, item: _Item, timer: str, done: str, func: Callable[[], Any]) -> Any:
+    async def _stage(self, item: _Item, timer: str, done: str | None, func: Callable[[], Any]) -> Any:
         """Run a blocking stage in a thread, timing it and turning its failure into the item's error."""
         started = time.perf_counter()
         try:
@@ -511,7 +427,8 @@ class _JobRunner:
             return None
         finally:
             setattr(item.result.timings, f"{timer}_s", round(time.perf_counter() - started, 3))
-        self._report(item, done)
+        if done is not None:
+            self._report(item, done)
         return value
 
     async def _transcribe(self, batch: list[_Item]) -> None:
@@ -549,6 +466,7 @@ class _JobRunner:
         """Transcribe items in one engine call: sets their transcripts, or returns why it failed."""
         assert self.engine is not None
         audios = [item.audio for item in items]
+        plans = [item.chunks for item in items]
         log.info(
             "job %s: engine call of %d item(s), %.1f s of audio",
             self.job_id,
@@ -561,6 +479,7 @@ class _JobRunner:
             transcribe_long,
             self.engine,
             audios,
+            plans=None if any(plan is None for plan in plans) else plans,
             language=self.input.language,
             word_timestamps=self.word_timestamps,
             batch_size=self._batch_limits().max_items,
@@ -575,7 +494,6 @@ class _JobRunner:
         items: list[_Item],
         call: Awaitable[list[Transcript]],
         started: float,
-        arrivals: Arrivals | None = None,
     ) -> ItemError | None:
         """Wait for an engine call over items: sets their transcripts, or returns why it failed."""
         audios = [item.audio for item in items]
@@ -597,8 +515,7 @@ class _JobRunner:
             return ItemError(
                 code=ErrorCode.internal_error, message="transcription failed unexpectedly; see the worker log"
             )
-        # A streamed call's wait for its audios was not inference.
-        elapsed = time.perf_counter() - started - (arrivals.idle_s if arrivals is not None else 0.0)
+        elapsed = time.perf_counter() - started
         # One call served every item: share its time out by each item's share of the audio.
         sizes = [audio.size for audio in audios if audio is not None]
         total = sum(sizes) or 1
@@ -615,6 +532,7 @@ class _JobRunner:
                 if self.store is not None:
                     await self._write(item)
             item.audio = None
+            item.chunks = None
             item.transcript = None
             if self.input.callback is not None:
                 problem = await asyncio.to_thread(post_item, self.input.callback, item.result, self.job_id)

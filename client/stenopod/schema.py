@@ -236,6 +236,7 @@ class ItemError(BaseModel):
 class Timings(BaseModel):
     fetch_s: float = 0.0
     decode_s: float = 0.0
+    plan_s: float = 0.0  # where long audio is cut (handler.chunking), after decoding
     inference_s: float = 0.0
     write_s: float = 0.0
 

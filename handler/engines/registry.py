@@ -61,7 +61,8 @@ def load_engine(spec: ModelSpec) -> Engine:
         return NemoEngine(spec.model_id, spec.path)
     from handler.engines.whisper import WhisperEngine
 
-    return WhisperEngine(spec.model_id, spec.path)
+    streams = os.environ.get("STENOPOD_WHISPER_STREAMS", "").strip()
+    return WhisperEngine(spec.model_id, spec.path, streams=int(streams) if streams.isdigit() else None)
 
 
 class EngineRegistry:

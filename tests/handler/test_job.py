@@ -18,9 +18,9 @@ import pytest
 from stenopod.schema import ErrorCode, JobError
 from stenopod.signing import verify
 
+from handler.chunking import DEFAULT_MAX_CHUNK_S
 from handler.engines.base import (
     SAMPLE_RATE,
-    Arrivals,
     BatchLimits,
     Engine,
     EngineError,
@@ -30,7 +30,6 @@ from handler.engines.base import (
 )
 from handler.engines.registry import ModelUnavailable
 from handler.job import run_job
-from handler.longform import DEFAULT_MAX_CHUNK_S
 from tests.support.servers import AudioHTTPServer, MotoS3, free_port
 
 CALLBACK_SECRET = "cb-secret-4f1d9a7c2b6e8d03"
@@ -149,7 +148,7 @@ def test_single_audio_inline(data_dir: Path, job_env: Path) -> None:
     assert item["segments"][0]["end"] == pytest.approx(3.275, abs=0.01)
     assert item["segments"][0]["words"] is None
     assert item["outputs"] == {}
-    assert set(item["timings"]) == {"fetch_s", "decode_s", "inference_s", "write_s"}
+    assert set(item["timings"]) == {"fetch_s", "decode_s", "plan_s", "inference_s", "write_s"}
     assert item["rtfx"] is None or item["rtfx"] > 0
     assert list(job_env.iterdir()) == []  # temp files gone
 
@@ -656,169 +655,28 @@ def test_long_audio_reaches_the_engine_in_chunks(audio_server: AudioHTTPServer) 
     assert ends == sorted(ends) and ends[-1] <= 60.0
 
 
-# --- the first call streams its audios in (engines with streams_arrivals) ---------------------
+# --- chunks are planned while the audio is prepared ---------------------------------------------
 
 
-class StreamingTestEngine(TestDoubleEngine):
-    """TEST DOUBLE: an engine whose first call takes its audios as they arrive (as Whisper's CPU
-    path does); records when each audio reached it and how it was called."""
+def test_long_audio_is_planned_in_preparation_not_in_the_engine_call(
+    audio_server: AudioHTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine call gets its chunks ready-made: planning inside the call would leave a GPU
+    waiting for the VAD."""
+    import handler.longform
 
-    __test__ = False
-    streams_arrivals = True
+    def no_planning_here(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("planned inside the engine call")
 
-    def __init__(self, failure: Exception | None = None) -> None:
-        super().__init__(failure)
-        self.arrived_at: list[float] = []
-        self.streamed: list[list[int]] = []
-
-    def transcribe_arriving(
-        self, arrivals: Arrivals, language: str | None = None, word_timestamps: bool = False
-    ) -> list[Transcript]:
-        audios = []
-        while (audio := arrivals.next()) is not None:
-            self.arrived_at.append(time.perf_counter())
-            audios.append(audio)
-        self.streamed.append([audio.size for audio in audios])
-        return self.transcribe(audios, language, word_timestamps)
-
-
-def delayed_server(root: Path, delay_s: float, samples: dict[str, int]) -> AudioHTTPServer:
-    """Serves each /name (a WAV of so many samples) after `delay_s`; asked_at notes when."""
-    server = AudioHTTPServer(root)
-    for name, count in samples.items():
-        server.serve_after(name, wav_of(count), delay_s)
-    return server.start()
-
-
-@pytest.fixture
-def one_fetch_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("STENOPOD_FETCH_CONCURRENCY", "1")
-
-
-def test_first_call_takes_audios_while_the_rest_is_fetched(tmp_path: Path, one_fetch_at_a_time: None) -> None:
-    delay = 0.15
-    names = [f"clip-{n}.wav" for n in range(5)]
-    server = delayed_server(tmp_path, delay, {name: 16_000 * (n + 1) for n, name in enumerate(names)})
-    engine = StreamingTestEngine()
-    try:
-        answer = run(
-            {"items": [{"id": f"i{n}", "audio": server.url(name)} for n, name in enumerate(names)]},
-            TestDoubleRegistry(engine),
-        )
-    finally:
-        server.stop()
-    assert [item["id"] for item in answer["items"]] == [f"i{n}" for n in range(5)]
-    assert [item["duration_s"] for item in answer["items"]] == pytest.approx([1, 2, 3, 4, 5], abs=0.01)
-    assert all(item["status"] == "ok" for item in answer["items"])
-    # One streamed call held every item, and its first audio was in the engine before the last
-    # item was even asked for.
-    assert engine.streamed == [[16_000 * (n + 1) for n in range(5)]]
-    assert engine.batches == engine.streamed
-    assert engine.arrived_at[0] < server.asked_at[names[-1]]
-    # The engine's wait for the later fetches (4 x delay at least) is input on the critical path,
-    # not engine time.
-    worker = answer["worker"]
-    assert worker["first_input_s"] >= 5 * delay * 0.95
-    assert worker["critical_io_s"] >= worker["first_input_s"]
-    assert worker["engine_busy_s"] < worker["first_input_s"]
-
-
-def test_long_items_wait_for_a_call_that_chunks_them(tmp_path: Path, one_fetch_at_a_time: None) -> None:
-    long_samples = int((DEFAULT_MAX_CHUNK_S + 10) * SAMPLE_RATE)
-    samples = {"a.wav": 16_000, "long.wav": long_samples, "b.wav": 32_000}
-    server = delayed_server(tmp_path, 0.0, samples)
-    engine = StreamingTestEngine()
-    try:
-        answer = run(
-            {"items": [{"id": name, "audio": server.url(name)} for name in samples]},
-            TestDoubleRegistry(engine),
-        )
-    finally:
-        server.stop()
-    assert [item["status"] for item in answer["items"]] == ["ok", "ok", "ok"]
-    assert answer["items"][1]["duration_s"] == pytest.approx(DEFAULT_MAX_CHUNK_S + 10)
-    assert engine.streamed == [[16_000, 32_000]]
-    # The long one went through transcribe_long in a later call (cut by the VAD: a constant tone
-    # has no speech, so no chunk at all reaches the engine), never whole.
-    assert all(size <= DEFAULT_MAX_CHUNK_S * SAMPLE_RATE for batch in engine.batches for size in batch)
-
-
-def test_a_failed_streamed_call_is_retried_item_by_item() -> None:
-    engine = StreamingTestEngine()
-    good = wav_uri(16_000)
-    poison = wav_uri(POISON_SAMPLES)
-    silent = wav_uri(8_000, b"\x00\x00")
-    answer = run(
-        {
-            "items": [
-                {"id": "a", "audio": good},
-                {"id": "b", "audio": poison},
-                {"id": "quiet", "audio": silent},
-                {"id": "c", "audio": good},
-            ]
-        },
-        TestDoubleRegistry(engine),
-    )
-    assert [i["status"] for i in answer["items"]] == ["ok", "error", "ok", "ok"]
-    assert answer["items"][1]["error"]["code"] == "inference_failed"
-    assert answer["items"][2]["text"] == ""  # silence never reaches the engine
-    assert len(engine.streamed) == 1 and sorted(engine.streamed[0]) == [POISON_SAMPLES, 16_000, 16_000]
-    # Then one by one (in the order they were streamed in, which is the order they decoded in).
-    assert sorted(engine.batches[1:]) == [[POISON_SAMPLES], [16_000], [16_000]]
-
-
-class SlowStreamingEngine(StreamingTestEngine):
-    """TEST DOUBLE: every engine call takes CALL_S, so the job's clock has engine time to count."""
-
-    __test__ = False
-    CALL_S = 0.2
-
-    def transcribe(
-        self, audios: list[np.ndarray], language: str | None = None, word_timestamps: bool = False
-    ) -> list[Transcript]:
-        time.sleep(self.CALL_S)
-        return super().transcribe(audios, language, word_timestamps)
-
-
-def test_the_retries_of_a_failed_streamed_call_are_engine_time() -> None:
-    engine = SlowStreamingEngine()
-    good = wav_uri(16_000)
-    poison = wav_uri(POISON_SAMPLES)
-    answer = run(
-        {"items": [{"id": "a", "audio": good}, {"id": "b", "audio": poison}, {"id": "c", "audio": good}]},
-        TestDoubleRegistry(engine),
-    )
-    assert [i["status"] for i in answer["items"]] == ["ok", "error", "ok"]
-    assert len(engine.batches) == 1 + 3  # the streamed call, then each item alone
-    worker = answer["worker"]
-    # Four calls of CALL_S each: busy, not the engine waiting for input between them.
-    assert worker["engine_busy_s"] >= 4 * SlowStreamingEngine.CALL_S * 0.9
-    assert worker["engine_wait_s"] < SlowStreamingEngine.CALL_S
-
-
-@pytest.mark.timeout(60)  # without the close, the engine's thread (and so asyncio.run) waits forever
-def test_a_cancelled_job_closes_the_streamed_intake(tmp_path: Path, one_fetch_at_a_time: None) -> None:
-    """Cancelled while its first call is still taking audios: the engine's thread is told the intake
-    is closed instead of waiting for an audio that never comes."""
-    names = [f"clip-{n}.wav" for n in range(4)]
-    server = delayed_server(tmp_path, 0.3, dict.fromkeys(names, 16_000))
-    engine = StreamingTestEngine()
-
-    async def cancel_midway() -> None:
-        job = {"id": "job-1", "input": {"items": [{"id": n, "audio": server.url(n)} for n in names]}}
-        task = asyncio.ensure_future(run_job(job, TestDoubleRegistry(engine)))
-        while not engine.arrived_at:
-            await asyncio.sleep(0.02)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-
-    try:
-        asyncio.run(asyncio.wait_for(cancel_midway(), timeout=30))
-    finally:
-        server.stop()
-    # asyncio.run waited for the executor: the engine's call returned (intake closed) early.
-    assert len(engine.streamed) == 1 and len(engine.streamed[0]) < len(names)
+    monkeypatch.setattr(handler.longform, "plan_audio", no_planning_here)
+    engine = TestDoubleEngine()
+    engine.max_chunk_s = 10.0  # type: ignore[attr-defined]
+    answer = run({"audio": audio_server.url("multilingual.mp3")}, TestDoubleRegistry(engine))
+    (item,) = answer["items"]
+    assert item["status"] == "ok", item
+    assert item["timings"]["plan_s"] > 0
+    assert len(engine.batches[0]) > 1
+    assert all(size <= 10 * SAMPLE_RATE for batch in engine.batches for size in batch)
 
 
 def test_two_jobs_at_once_share_the_engines_call_slots(data_dir: Path) -> None:

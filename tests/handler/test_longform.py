@@ -10,8 +10,9 @@ import pytest
 
 from bench.corpus import BASE_CLIPS, load_clip
 from bench.wer import normalize
+from handler.chunking import DEFAULT_MAX_CHUNK_S, plan_chunks
 from handler.engines.base import SAMPLE_RATE, BatchLimits, Engine, SegmentTiming, Transcript, WordTiming
-from handler.longform import DEFAULT_MAX_CHUNK_S, plan_chunks, transcribe_long
+from handler.longform import transcribe_long
 
 CLIPS = {clip.name: clip for clip in BASE_CLIPS}
 SPEECH_RMS = 0.1
