@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from stenopod.backlog.ledger import Ledger
@@ -102,3 +106,77 @@ def test_the_console_script_runs_and_reports_its_version():
         [sys.executable, "-m", "stenopod.cli", "--version"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0 and result.stdout.startswith("stenopod ")
+
+
+# --- a run that cannot start: exit 2 at once, naming the option, leaving no state behind -------------
+
+
+@pytest.fixture
+def audio(tmp_path):
+    path = tmp_path / "a.mp3"
+    path.write_bytes(b"ID3")
+    return path
+
+
+@pytest.fixture
+def not_an_endpoint():
+    """A plain HTTP server on loopback that implements no method: every request answers 501."""
+
+    class Quiet(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("which", ["closed port", "plain server"])
+def test_an_endpoint_that_never_answered_fails_fast(which, audio, tmp_path, capsys, not_an_endpoint):
+    endpoint = "http://127.0.0.1:1" if which == "closed port" else not_an_endpoint
+    output = tmp_path / "out"
+    started = time.monotonic()
+    code = main(["transcribe", str(audio), "--endpoint", endpoint, "--output", str(output), "--no-progress"])
+    assert code == 2
+    assert f"cannot reach the endpoint at {endpoint}" in _one_line_error(capsys)
+    assert time.monotonic() - started < 20
+    assert not (output / ".stenopod-state.sqlite").exists()
+
+
+def test_a_file_as_output_is_an_output_error_not_a_state_file_error(audio, tmp_path, capsys):
+    urls = tmp_path / "urls.txt"
+    urls.write_text("https://example.test/a.mp3\n")
+    assert main(["transcribe", str(audio), "--output", str(urls), "--no-progress"]) == 2
+    err = _one_line_error(capsys)
+    assert err.startswith("stenopod: --output:") and "is a file" in err and "state" not in err
+
+
+def test_a_read_only_output_is_an_output_error(audio, tmp_path, capsys, monkeypatch):
+    import stenopod.backlog.preflight as preflight
+
+    # Tests may run as root, for whom every folder is writable: play the read-only folder.
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    monkeypatch.setattr(preflight.os, "access", lambda path, mode: Path(path) != folder)
+    assert main(["transcribe", str(audio), "--output", str(folder), "--no-progress"]) == 2
+    err = _one_line_error(capsys)
+    assert "--output" in err and "not writable" in err and "database" not in err
+    assert not list(folder.iterdir())
+
+
+def test_a_usage_error_neither_creates_a_state_file_nor_overwrites_saved_options(audio, tmp_path, capsys):
+    output = tmp_path / "out"
+    state = output / ".stenopod-state.sqlite"
+    code = main(["transcribe", str(tmp_path / "nowhere.mp3"), "--output", str(output), "--no-progress"])
+    assert code == 2 and not state.exists() and not list(tmp_path.glob("out/.stenopod-state*"))
+    capsys.readouterr()
+    with Ledger(state) as ledger:
+        ledger.set_meta("options", {"sources": [str(audio)], "output": str(output), "endpoint": None})
+    code = main(["transcribe", str(tmp_path / "nowhere.mp3"), "--output", str(output), "--no-progress"])
+    assert code == 2
+    with Ledger(state) as ledger:
+        assert ledger.get_meta("options")["sources"] == [str(audio)]

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from stenopod.backlog.ledger import (
@@ -45,6 +45,13 @@ from stenopod.backlog.packing import (
     UNKNOWN_SECONDS,
     pack_items,
 )
+from stenopod.backlog.preflight import (
+    PreflightError,
+    check_contact,
+    check_output,
+    discard_state,
+    stored_options,
+)
 from stenopod.backlog.progress import ProgressView
 from stenopod.endpoint import EndpointAuthError, EndpointClient, EndpointError, EndpointNotFound, JobStatus
 from stenopod.pricing import PricingError, job_cost, price_per_second
@@ -60,6 +67,9 @@ from stenopod.storage import (
     parse_s3_uri,
     read_submission,
 )
+
+if TYPE_CHECKING:
+    from stenopod.backlog.sources import SourceItem
 
 log = logging.getLogger(__name__)
 
@@ -296,20 +306,32 @@ class BacklogRunner:
         self._started = time.monotonic()
         options = self.options
         try:
+            check_output(options.output)
             self.store = open_store(options.output, self.s3_credentials)
+        except PreflightError as error:
+            raise UsageError(str(error)) from None
         except StorageError as error:
             raise UsageError(f"--output: {error}") from None
+        # Sources and endpoint are checked before the state file is touched: a run that cannot
+        # start leaves neither a new state file nor its options in an old one (`retry` replays them).
+        items = await self._expand_sources()
+        if options.endpoint is not None:
+            try:
+                await check_contact(options.endpoint, self.api_key)
+            except PreflightError as error:
+                raise UsageError(str(error)) from None
+        fresh = not self.state_path.exists()
         self.ledger = Ledger(self.state_path)
         try:
             with ExitStack() as self._closing:
                 self._closing.enter_context(hold_lock(self.state_path))
-                # An embedded endpoint is stored as None: `retry` must start a fresh one, not call its port.
-                self.ledger.set_meta("options", options.to_json())
                 self.ledger.set_meta("state_version", 1)
-                await self._expand_sources()
+                added = self.ledger.add_items(items)
+                log.info("%d items from the sources, %d new", len(items), added)
                 endpoint = options.endpoint
                 if endpoint is None:
                     if not self.ledger.counts().pending and not self.ledger.open_submissions():
+                        self._save_options()
                         return self._report()
                     assert self.start_endpoint is not None
                     endpoint = self._closing.enter_context(self.start_endpoint()).base_url
@@ -317,6 +339,7 @@ class BacklogRunner:
                 try:
                     if options.webhook_listen:
                         await self._start_webhooks()
+                    self._save_options()
                     self.view = ProgressView(enabled=self.show_progress)
                     with self.view:
                         self._refresh_view()
@@ -326,8 +349,19 @@ class BacklogRunner:
                         await self.webhooks.stop()
                     await self.client.aclose()
             return self._report()
+        except UsageError:
+            if fresh:
+                self.ledger.close()
+                discard_state(self.state_path)
+            raise
         finally:
             self.ledger.close()
+
+    def _save_options(self) -> None:
+        """The options `retry` replays, saved once the run has started; an embedded endpoint is
+        stored as None (retry starts a fresh one) and local paths absolute (retry may run elsewhere)."""
+        assert self.ledger is not None
+        self.ledger.set_meta("options", stored_options(self.options.to_json()))
 
     async def _start_webhooks(self) -> None:
         from stenopod.backlog.webhooks import WebhookListener
@@ -338,18 +372,15 @@ class BacklogRunner:
         except (ValueError, OSError) as error:
             raise UsageError(f"--webhook-listen: {error}") from None
 
-    async def _expand_sources(self) -> None:
+    async def _expand_sources(self) -> list[SourceItem]:
         from stenopod.backlog.sources import SourceError, expand_sources
 
-        assert self.ledger is not None
         try:
-            items = await asyncio.to_thread(
+            return await asyncio.to_thread(
                 expand_sources, list(self.options.sources), s3_credentials=self.s3_credentials
             )
         except SourceError as error:
             raise UsageError(str(error)) from None
-        added = self.ledger.add_items(items)
-        log.info("%d items from the sources, %d new", len(items), added)
 
     async def _work(self) -> None:
         """Keep up to max_in_flight jobs going until no item is pending or in flight."""

@@ -1,0 +1,105 @@
+"""Checks made before a run touches its state file: is the output usable, does the endpoint answer.
+
+Both fail as usage errors (exit 2) naming the option at fault. Without them, a file given as
+--output was reported as an unopenable state file inside it, and a wrong --endpoint was retried
+for many minutes as if it were a real endpoint having a bad moment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from stenopod.endpoint import EndpointAuthError, EndpointClient, EndpointError, EndpointNotFound
+
+# The first contact gets a couple of quick retries (a 429 or a blip), not the minutes of backoff
+# that an endpoint which has answered before deserves.
+_CONTACT_RETRIES = 2
+_CONTACT_TIMEOUT_S = 15.0
+
+
+class PreflightError(Exception):
+    """The run cannot start as asked; the message names the option (--output, --endpoint)."""
+
+
+def local_output_folder(output: str) -> Path | None:
+    """The folder a local output names (None for s3://)."""
+    if output.startswith("s3://"):
+        return None
+    folder = output[len("file://") :] if output.startswith("file://") else output
+    return Path(folder).expanduser()
+
+
+def check_output(output: str) -> None:
+    """A local output must be a folder we can write to, or creatable in one; nothing is created here."""
+    folder = local_output_folder(output)
+    if folder is None:
+        return
+    if folder.exists():
+        if not folder.is_dir():
+            raise PreflightError(
+                f"--output: {output} is a file, not a folder; give a folder for the transcripts"
+            )
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PreflightError(f"--output: the folder {output} is not writable")
+        return
+    # It will be created: the nearest folder that exists must allow that.
+    parent = folder.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise PreflightError(f"--output: cannot create {output}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PreflightError(f"--output: cannot create {output}: the folder {parent} is not writable")
+
+
+async def check_contact(endpoint: str, api_key: str | None) -> None:
+    """One health request: the endpoint exists, speaks the RunPod API and takes the key."""
+    try:
+        client = EndpointClient(
+            endpoint,
+            api_key,
+            max_in_flight=1,
+            max_retries=_CONTACT_RETRIES,
+            backoff_max_s=2.0,
+            timeout_s=_CONTACT_TIMEOUT_S,
+        )
+    except ValueError as error:
+        raise PreflightError(f"--endpoint: {error}") from None
+    try:
+        async with client:
+            await client.health()
+    except EndpointAuthError as error:
+        raise PreflightError(f"--api-key: {error.message}") from None
+    except EndpointNotFound as error:
+        raise PreflightError(
+            f"cannot reach the endpoint at {endpoint}: {error.message} "
+            "(no RunPod endpoint with this id, or not a `stenopod serve` URL)"
+        ) from None
+    except EndpointError as error:
+        raise PreflightError(
+            f"cannot reach the endpoint at {endpoint}: {error.message} "
+            "(check --endpoint: a RunPod endpoint id or a `stenopod serve` URL)"
+        ) from None
+
+
+def discard_state(state: Path) -> None:
+    """Remove a state file this run created before failing to start (and its WAL, shm and lock)."""
+    for path in (state, *(Path(f"{state}{suffix}") for suffix in ("-wal", "-shm", ".lock"))):
+        path.unlink(missing_ok=True)
+
+
+def stored_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Options as `retry` should replay them from any folder: local sources and output absolute."""
+    stored = dict(options)
+    stored["sources"] = [_absolute(source) for source in options.get("sources") or []]
+    if isinstance(options.get("output"), str):
+        stored["output"] = _absolute(options["output"])
+    return stored
+
+
+def _absolute(location: str) -> str:
+    if "://" in location or not location.strip():
+        return location  # URLs, s3:// and file:// URIs do not depend on the working folder
+    return os.path.abspath(os.path.expanduser(location))
