@@ -370,6 +370,41 @@ def test_atom_feed_file_and_url(
     assert [item.title for item in expand_sources([str(local)])] == ["Lecture 1", "Lecture 2"]
 
 
+def test_a_feed_by_another_url_keeps_its_episode_ids(
+    served_dir: tuple[Path, AudioHTTPServer], audio_server: AudioHTTPServer, data_dir: Path
+) -> None:
+    root, server = served_dir
+    (root / "feed").write_text(
+        RSS.format(audio=audio_server.base_url, jfk_size=(data_dir / "jfk.flac").stat().st_size)
+    )
+    ids = [item.id for item in expand_sources([server.url("feed")])]
+    # The same feed by host name, and saved as a file: the same episodes, so the same ids.
+    by_name = server.url("feed").replace("127.0.0.1", "localhost")
+    assert by_name != server.url("feed")
+    assert [item.id for item in expand_sources([by_name])] == ids
+    assert [item.id for item in expand_sources([str(root / "feed")])] == ids
+    # Given twice in one backlog, by both URLs, each episode is one item.
+    assert [item.id for item in expand_sources([server.url("feed"), by_name])] == ids
+
+
+def test_two_episodes_under_one_guid_are_both_kept(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    feed = tmp_path / "feed.rss"
+    feed.write_text(
+        "<rss><channel><title>Slips</title>"
+        '<item><title>One</title><guid>ep</guid><enclosure url="https://x.test/1.mp3" type="audio/mpeg"/></item>'
+        '<item><title>Two</title><guid>ep</guid><enclosure url="https://x.test/2.mp3" type="audio/mpeg"/></item>'
+        '<item><title>Two again</title><guid>ep</guid><enclosure url="https://x.test/2.mp3"/></item>'
+        "</channel></rss>"
+    )
+    with caplog.at_level("WARNING"):
+        items = expand_sources([str(feed)])
+    assert [item.title for item in items] == ["One", "Two"]
+    assert ids_valid(items) and all(item.id.startswith("ep-") for item in items)
+    assert "guid 'ep' is also entry 1's" in caplog.text
+    # Stable: the first keeps the guid's id, the second its own, run after run.
+    assert [item.id for item in expand_sources([str(feed)])] == [item.id for item in items]
+
+
 def test_feed_with_entity_declarations_is_refused(tmp_path: Path) -> None:
     bomb = tmp_path / "bomb.xml"
     bomb.write_text(

@@ -14,8 +14,9 @@ What each kind of source becomes:
   audio enclosure, the entry's guid (else link, else enclosure URL) as the id hint, itunes:duration
   and the enclosure length as duration and size.
 
-An item's id hashes its identity (resolved path, URL, s3 URI, or feed + guid), so re-running the same
-backlog gives the same ids; the same identity named twice becomes one item.
+An item's id hashes its identity (resolved path, URL, s3 URI, or the feed's own link or title +
+the guid, whatever URL the feed came from), so re-running the same backlog gives the same ids; the
+same identity named twice becomes one item.
 """
 
 from __future__ import annotations
@@ -490,10 +491,18 @@ def _parse_feed(text: str, origin: str, *, identity_base: str, base_url: str | N
         raise SourceError(f"{shown}: not well-formed XML ({error})") from None
     if root.tag == "rss":
         entries = [_rss_entry(item) for item in root.iter("item")]
+        channel = root.find("channel")
+        own = [channel.find("link"), channel.find("title")] if channel is not None else []
     elif root.tag in (f"{{{_ATOM_NS}}}feed", "feed"):
         entries = [_atom_entry(entry, root.tag) for entry in root.iter(_same_ns(root.tag, "entry"))]
+        own = [root.find(_same_ns(root.tag, "id")), root.find(_same_ns(root.tag, "title"))]
     else:
         raise SourceError(f"{shown}: not an RSS 2.0 or Atom feed (root element {root.tag!r})")
+    # Ids hash the feed's own identity (its site link, else its title) and the guid, not the URL
+    # the feed was fetched from: the same feed by another host name or scheme, or as a saved file,
+    # is the same backlog, and must not pay for every episode again.
+    feed_identity = next((text for text in map(_text, own) if text), None) or identity_base
+    enclosures: dict[str, tuple[int, str]] = {}
     found: list[_Found] = []
     for number, entry in enumerate(entries, start=1):
         if entry is None:
@@ -504,9 +513,22 @@ def _parse_feed(text: str, origin: str, *, identity_base: str, base_url: str | N
         if not url.lower().startswith(("http://", "https://")):
             raise SourceError(f"{shown} entry {number}: enclosure {_display(url)!r} is not an http(s) URL")
         key = guid or url
+        identity = f"feed:{feed_identity}#{key}"
+        first, first_url = enclosures.setdefault(key, (number, url))
+        if first_url != url:
+            # Two episodes under one guid (a feed's copy-paste slip): both are kept, the later one
+            # under an id that also hashes its enclosure.
+            log.warning(
+                "%s entry %d: guid %r is also entry %d's, with another enclosure; transcribing both",
+                shown,
+                number,
+                key,
+                first,
+            )
+            identity = f"{identity}#{url}"
         found.append(
             _Found(
-                identity=f"{identity_base}#{key}",
+                identity=identity,
                 hint=key,
                 explicit_id=None,
                 origin=f"{shown} entry {number}",
