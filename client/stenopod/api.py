@@ -14,13 +14,15 @@ AWS_* variables in the environment):
 
 Without `endpoint`, the embedded local endpoint (one worker process on this machine) does the work
 and is stopped at the end. In async code, `await api.transcribe_backlog(...)` takes the same
-arguments. Run the same call again after a crash (or Ctrl-C) and it finishes the backlog: the
+arguments; `api.transcribe` works inside a running event loop too (a Jupyter notebook), by running
+the backlog on a loop of its own in a helper thread. Run the same call again after a crash (or Ctrl-C) and it finishes the backlog: the
 state file remembers every item and job.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -46,6 +48,7 @@ __all__ = [
     "BacklogOptions",
     "BacklogReport",
     "UsageError",
+    "split_formats",
     "transcribe",
     "transcribe_backlog",
 ]
@@ -57,7 +60,7 @@ async def transcribe_backlog(
     *,
     endpoint: str | None = None,
     model: str | None = None,
-    formats: Sequence[str] = DEFAULT_FORMATS,
+    formats: Sequence[str] | str = DEFAULT_FORMATS,
     timestamps: str = "segment",
     language: str | None = None,
     state: str | Path | None = None,
@@ -80,6 +83,7 @@ async def transcribe_backlog(
         podcast feed URLs, in any mix.
     output: a folder (local endpoint only) or s3://bucket/prefix/. Transcripts land at
         <output>/<item id>.<format>, with <output>/manifest.jsonl listing every item.
+    formats: a list such as ["json", "srt"] or a comma string such as "json,srt".
     endpoint: a RunPod endpoint id (key from api_key or RUNPOD_API_KEY), or the URL of a
         `stenopod serve` endpoint; None starts the embedded local endpoint for this call.
     state: the SQLite ledger; default <output>/.stenopod-state.sqlite for a folder output, else
@@ -91,7 +95,7 @@ async def transcribe_backlog(
         output=output,
         endpoint=endpoint,
         model=model,
-        formats=tuple(formats),
+        formats=split_formats(formats),
         timestamps=timestamps,
         language=language,
         max_in_flight=max_in_flight,
@@ -147,6 +151,22 @@ async def run_backlog(
     return await runner.run()
 
 
+def split_formats(formats: Sequence[str] | str) -> tuple[str, ...]:
+    """("json", "srt") from ["json", "srt"] or "json,srt" (a string is not a list of one-letter formats)."""
+    parts = formats.split(",") if isinstance(formats, str) else list(formats)
+    return tuple(dict.fromkeys(str(part).strip().lower() for part in parts if str(part).strip()))
+
+
 def transcribe(sources: Iterable[str] | str, output: str, **options: object) -> BacklogReport:
-    """Blocking wrapper of transcribe_backlog (same arguments), for scripts and notebooks without a loop."""
-    return asyncio.run(transcribe_backlog(sources, output, **options))  # type: ignore[arg-type]
+    """Blocking wrapper of transcribe_backlog (same arguments), for scripts and notebooks.
+
+    asyncio.run cannot start inside a running loop (a notebook's): there the backlog runs on a
+    loop of its own in a helper thread, and this call still blocks until it is done.
+    """
+    coroutine = transcribe_backlog(sources, output, **options)  # type: ignore[arg-type]
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="stenopod-transcribe") as pool:
+        return pool.submit(asyncio.run, coroutine).result()
