@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from stenopod.backlog.ledger import Ledger
+from stenopod.backlog.sources import SourceItem
 from stenopod.cli import main
 
 
@@ -39,6 +41,9 @@ def test_schema_prints_the_input_and_output_json_schema(capsys):
         (["transcribe", "a.mp3", "--max-in-flight", "0"], "at least 1"),
         (["transcribe", "a.mp3", "--timestamps", "char"], "char"),
         (["frobnicate"], "frobnicate"),
+        (["transcribe", "a.mp3", "--formats", ""], "give at least one of json,txt,srt,vtt"),
+        (["transcribe", "a.mp3", "--language", "xx"], "--language: 'xx' is not a language code"),
+        (["serve", "--port", "99999"], "a port is 0 to 65535"),
     ],
 )
 def test_bad_arguments_exit_2(argv, needle, capsys):
@@ -180,3 +185,44 @@ def test_a_usage_error_neither_creates_a_state_file_nor_overwrites_saved_options
     assert code == 2
     with Ledger(state) as ledger:
         assert ledger.get_meta("options")["sources"] == [str(audio)]
+
+
+def test_a_bad_webhook_listen_is_named_once_and_leaves_no_state(tmp_path, capsys):
+    output = tmp_path / "out"
+    argv = ["transcribe", "https://example.test/a.mp3", "--output", str(output), "--webhook-listen", "nope"]
+    assert main(argv) == 2
+    err = _one_line_error(capsys)
+    assert err.count("--webhook-listen") == 1 and "expected HOST:PORT" in err
+    assert not output.exists()
+
+
+def test_schema_into_a_closed_pipe_is_no_traceback():
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # `| head` that already went away
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "stenopod.cli", "schema", "--input"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
+
+
+def test_status_and_retry_take_the_output_folder_and_count_in_words(tmp_path, capsys):
+    output = tmp_path / "out"
+    state = output / ".stenopod-state.sqlite"
+    with Ledger(state) as ledger:
+        ledger.set_meta("options", {"sources": ["x"], "output": "s3://bucket/out/", "endpoint": "abc123"})
+    assert main(["status", "--state", str(output), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["endpoint"] == "abc123"
+    with Ledger(state) as ledger:
+        ledger.add_items([SourceItem("a-1", "a.mp3", "https://example.test/a.mp3", None, None, None)])
+        ledger.create_submission("token", ["a-1"])
+        ledger.finish_submission("token", "failed", [], max_attempts=1)
+    # One failed item, and a source that is gone since: the count reads as English, then a usage error.
+    assert main(["retry", "--state", str(output), "--no-progress"]) == 2
+    assert capsys.readouterr().out.startswith("1 failed item gets new attempts\n")

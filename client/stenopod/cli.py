@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stenopod import __version__
+from stenopod.cli_args import formats, positive_float, positive_int
 
 if TYPE_CHECKING:
     from stenopod.backlog.ledger import Ledger
@@ -33,35 +35,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
-
-
-def _formats(text: str) -> tuple[str, ...]:
-    formats = tuple(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
-    allowed = {"json", "txt", "srt", "vtt"}
-    bad = [fmt for fmt in formats if fmt not in allowed]
-    if bad or not formats:
-        raise argparse.ArgumentTypeError(f"{','.join(bad) or 'nothing'} not among json,txt,srt,vtt")
-    return formats
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="stenopod", description="Transcribe audio backlogs on RunPod serverless, or locally."
@@ -79,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", help="model id (default: the worker's default model)")
     run.add_argument(
         "--formats",
-        type=_formats,
+        type=formats,
         default=("json", "txt", "srt", "vtt"),
         help="comma list of json,txt,srt,vtt",
     )
@@ -96,15 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="state file (default: <output>/.stenopod-state.sqlite, or ./stenopod-state.sqlite for s3://)",
     )
     run.add_argument(
-        "--max-in-flight", type=_positive_int, default=16, help="jobs submitted at once (default 16)"
+        "--max-in-flight", type=positive_int, default=16, help="jobs submitted at once (default 16)"
     )
     run.add_argument(
         "--job-seconds",
-        type=_positive_float,
+        type=positive_float,
         default=600.0,
         help="audio seconds packed per job (default 600)",
     )
-    run.add_argument("--max-attempts", type=_positive_int, default=3, help="attempts per item (default 3)")
+    run.add_argument("--max-attempts", type=positive_int, default=3, help="attempts per item (default 3)")
     run.add_argument(
         "--webhook-listen", metavar="HOST:PORT", help="receive job webhooks here instead of polling"
     )
@@ -112,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--webhook-url", help="public base URL of the webhook listener, when behind NAT or a proxy"
     )
     run.add_argument(
-        "--presign-expiry", type=_positive_int, default=24 * 3600, help="seconds presigned input URLs live"
+        "--presign-expiry", type=positive_int, default=24 * 3600, help="seconds presigned input URLs live"
     )
     run.add_argument(
         "--gpu", help="GPU the endpoint runs on, for the cost estimate (e.g. ADA_24, A100, H100)"
@@ -134,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("cancel", "cancel the backlog's jobs still running on the endpoint"),
     ):
         command = sub.add_parser(name, help=text)
-        command.add_argument("--state", required=True, help="the backlog's state file")
+        command.add_argument(
+            "--state", required=True, help="the backlog's state file, or the output folder holding it"
+        )
         if name != "status":
             command.add_argument("--api-key", help="endpoint API key (default: RUNPOD_API_KEY)")
         if name == "retry":
@@ -157,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     try:
         return _COMMANDS[args.command](args)
+    except BrokenPipeError:
+        # The reader went away (`stenopod schema | head`): not worth a traceback. Python would
+        # complain again flushing stdout at exit, so it is pointed at /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
     except KeyboardInterrupt:
         _err("interrupted; run the same command again to finish the backlog")
         return 130
@@ -241,13 +221,21 @@ def _run(options: BacklogOptions, *, state: str | None, api_key: str | None, pro
     for item in failed[:_MAX_LISTED]:
         print(f"failed: {item.id} ({item.source}): {item.error_code}: {item.error_message}", file=sys.stderr)
     if len(failed) > _MAX_LISTED:
-        print(f"... and {len(failed) - _MAX_LISTED} more failed items: see the manifest", file=sys.stderr)
+        more = len(failed) - _MAX_LISTED
+        print(f"... and {_items(more, 'more failed item')}: see the manifest", file=sys.stderr)
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _items(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def _open_ledger(path: str) -> Ledger:
     from stenopod.backlog.ledger import Ledger, LedgerError
 
+    if Path(path).is_dir():
+        # The output folder names its backlog: the state file lives inside it by default.
+        path = str(Path(path) / ".stenopod-state.sqlite")
     if not Path(path).is_file():
         raise LedgerError(f"--state: no state file at {path}")
     ledger = Ledger(path)
@@ -265,11 +253,12 @@ def _retry(args: argparse.Namespace) -> int:
         with _open_ledger(args.state) as ledger:
             options = BacklogOptions.from_json(ledger.get_meta("options"))
             reset = ledger.reset_failed()
+            state = str(ledger.path)
     except LedgerError as error:
         _err(str(error))
         return EXIT_USAGE
-    print(f"{reset} failed items get new attempts")
-    return _run(options, state=args.state, api_key=args.api_key, progress=not args.no_progress)
+    print(f"{_items(reset, 'failed item')} {'gets' if reset == 1 else 'get'} new attempts")
+    return _run(options, state=state, api_key=args.api_key, progress=not args.no_progress)
 
 
 # --- status / cancel ------------------------------------------------------------------------------

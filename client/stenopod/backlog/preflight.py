@@ -23,6 +23,24 @@ class PreflightError(Exception):
     """The run cannot start as asked; the message names the option (--output, --endpoint)."""
 
 
+def check_settings(language: str | None, webhook_listen: str | None) -> None:
+    """Options that can be judged before anything runs (a typo here would cost the whole backlog)."""
+    from stenopod.languages import is_language_code
+
+    if language is not None and not is_language_code(language):
+        raise PreflightError(
+            f"--language: {language!r} is not a language code the models know (such as en, de, fr, es, "
+            "ja, zh); leave it out to have the language detected"
+        )
+    if webhook_listen is not None:
+        from stenopod.backlog.webhooks import parse_listen
+
+        try:
+            parse_listen(webhook_listen)
+        except ValueError as error:
+            raise PreflightError(str(error)) from None  # the message names --webhook-listen
+
+
 def local_output_folder(output: str) -> Path | None:
     """The folder a local output names (None for s3://)."""
     if output.startswith("s3://"):

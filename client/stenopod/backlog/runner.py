@@ -49,6 +49,7 @@ from stenopod.backlog.preflight import (
     PreflightError,
     check_contact,
     check_output,
+    check_settings,
     discard_state,
     stored_options,
 )
@@ -177,6 +178,10 @@ class BacklogOptions:
             raise UsageError("--job-seconds: must be positive")
         if self.presign_expiry_s < 60:
             raise UsageError("--presign-expiry: must be at least 60 seconds")
+        try:
+            check_settings(self.language, self.webhook_listen)
+        except PreflightError as error:
+            raise UsageError(str(error)) from None
 
 
 @dataclass
@@ -369,7 +374,9 @@ class BacklogRunner:
         try:
             self.webhooks = WebhookListener(self.options.webhook_listen or "", self.options.webhook_url)
             await self.webhooks.start()
-        except (ValueError, OSError) as error:
+        except ValueError as error:
+            raise UsageError(str(error)) from None  # it names --webhook-listen or --webhook-url
+        except OSError as error:
             raise UsageError(f"--webhook-listen: {error}") from None
 
     async def _expand_sources(self) -> list[SourceItem]:
@@ -610,6 +617,10 @@ class BacklogRunner:
             interval = max_interval = max(self.options.webhook_poll_s, self.options.poll_initial_s)
         else:
             interval, max_interval = self.options.poll_initial_s, self.options.poll_max_s
+            if self.local:
+                # A status call on loopback costs next to nothing; backing off to 10 s would leave
+                # a finished job unnoticed for seconds, the most of a short backlog's run time.
+                max_interval = interval
         initial = interval
         last_seen: tuple[str, str] | None = None
         failures = 0

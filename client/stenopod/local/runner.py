@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from stenopod.cli_args import port
 from stenopod.local.server import LocalEndpoint
 
 log = logging.getLogger("stenopod.local")
@@ -121,7 +122,7 @@ async def _serve_until_signalled(endpoint: LocalEndpoint) -> None:
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `stenopod serve`, for the CLI to register on its subcommand."""
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    parser.add_argument("--port", type=port, default=8000, help="port to listen on (default 8000)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--model", default=None, help="the workers' default model")
     parser.add_argument(
