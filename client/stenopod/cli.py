@@ -1,7 +1,7 @@
 """`stenopod`: transcribe a backlog, serve a local endpoint, inspect or steer a backlog's state.
 
 Exit codes: 0 every item succeeded, 1 some failed (they are listed) or the run stopped, 2 usage
-errors. Errors are one line on stderr; a traceback only ever means a bug.
+errors and a refused API key. Errors are one line on stderr; a traceback only ever means a bug.
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def _transcribe(args: argparse.Namespace) -> int:
 def _run(options: BacklogOptions, *, state: str | None, api_key: str | None, progress: bool) -> int:
     from stenopod.api import run_backlog
     from stenopod.backlog.ledger import LedgerError
-    from stenopod.backlog.runner import BacklogError, UsageError, default_state_path
+    from stenopod.backlog.runner import BacklogError, EndpointRefused, UsageError, default_state_path
     from stenopod.endpoint import EndpointError
     from stenopod.storage import StorageError
 
@@ -195,6 +195,10 @@ def _run(options: BacklogOptions, *, state: str | None, api_key: str | None, pro
         )
     except (UsageError, LedgerError, ValueError) as error:
         _err(str(error))
+        return EXIT_USAGE
+    except EndpointRefused as error:
+        # Not a transient stop: the same command fails the same way until the key changes.
+        _err(f"stopped: {error}; fix the key (--api-key or RUNPOD_API_KEY), then run the command again")
         return EXIT_USAGE
     except (BacklogError, EndpointError, StorageError, OSError) as error:
         _err(f"stopped: {error}; run the same command again to resume")
@@ -223,6 +227,12 @@ def _run(options: BacklogOptions, *, state: str | None, api_key: str | None, pro
     if len(failed) > _MAX_LISTED:
         more = len(failed) - _MAX_LISTED
         print(f"... and {_items(more, 'more failed item')}: see the manifest", file=sys.stderr)
+    if failed:
+        # Failed items have used up their attempts: a plain rerun leaves them failed.
+        print(
+            f"once their cause is fixed, give them new attempts: stenopod retry --state {report.state}",
+            file=sys.stderr,
+        )
     return EXIT_OK if report.ok else EXIT_FAILED
 
 

@@ -117,6 +117,10 @@ class BacklogError(Exception):
     """The run stopped for good (the endpoint refused the API key, the output store is unreachable)."""
 
 
+class EndpointRefused(BacklogError):
+    """The endpoint refused the API key: running again changes nothing until the key is fixed."""
+
+
 @dataclass
 class BacklogOptions:
     """Everything a run needs; stored in the ledger so `stenopod retry` can run it again."""
@@ -529,7 +533,7 @@ class BacklogRunner:
         try:
             return await self.client.run(job_input, webhook=webhook)
         except EndpointAuthError as error:
-            raise BacklogError(f"endpoint: {error.message}") from None
+            raise EndpointRefused(f"endpoint: {error.message}") from None
         except EndpointNotFound as error:
             raise BacklogError(f"endpoint not found: {error.message}") from None
         except EndpointError as error:
@@ -631,7 +635,7 @@ class BacklogRunner:
             except EndpointNotFound:
                 return None
             except EndpointAuthError as error:
-                raise BacklogError(f"endpoint: {error.message}") from None
+                raise EndpointRefused(f"endpoint: {error.message}") from None
             except EndpointError as error:
                 failures += 1
                 if failures >= _MAX_STATUS_FAILURES:
