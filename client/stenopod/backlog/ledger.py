@@ -281,15 +281,17 @@ class Ledger:
         ).fetchone()
         return float(row[0]), float(row[1])
 
-    def reset_failed(self) -> int:
-        """Give every failed item a fresh set of attempts (stenopod retry)."""
+    def reset_failed(self, done_ids: Iterable[str] | None = None) -> int:
+        """Give every failed item a fresh set of attempts (stenopod retry); with done_ids, those done
+        items instead (a rerun asks for formats they were not transcribed to)."""
+        sql = (
+            "UPDATE items SET state='pending', attempts=0, token=NULL, job_id=NULL, error_code=NULL,"
+            " error_message=NULL, updated_at=? WHERE "
+        )
         with self._transaction() as db:
-            cursor = db.execute(
-                "UPDATE items SET state='pending', attempts=0, token=NULL, job_id=NULL, error_code=NULL,"
-                " error_message=NULL, updated_at=? WHERE state='failed'",
-                (time.time(),),
-            )
-            return cursor.rowcount
+            if done_ids is None:
+                return db.execute(sql + "state='failed'", (time.time(),)).rowcount
+            return sum(db.execute(sql + "state='done' AND id=?", (time.time(), i)).rowcount for i in done_ids)
 
     # -- submissions --------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from urllib.parse import urlparse
 from stenopod.backlog.ledger import (
     ATTEMPT_FAILED,
     CANCELLED,
+    DONE,
     FAILED,
     FINISHED,
     LOST,
@@ -337,6 +338,7 @@ class BacklogRunner:
                 self.ledger.set_meta("state_version", 1)
                 added = self.ledger.add_items(items)
                 log.info("%d items from the sources, %d new", len(items), added)
+                self._reopen_for_new_formats()
                 endpoint = options.endpoint
                 if endpoint is None:
                     if not self.ledger.counts().pending and not self.ledger.open_submissions():
@@ -365,6 +367,17 @@ class BacklogRunner:
             raise
         finally:
             self.ledger.close()
+
+    def _reopen_for_new_formats(self) -> None:
+        """Done items lacking a format this run asks for are transcribed again, for all of them."""
+        assert self.ledger is not None
+        wanted = set(self.options.formats)
+        lacking = [item.id for item in self.ledger.items(DONE) if not wanted <= set(item.outputs)]
+        if lacking:
+            log.warning(
+                "%d done item(s) lack some of %s: transcribing them again", len(lacking), sorted(wanted)
+            )
+            self.ledger.reset_failed(done_ids=lacking)
 
     def _save_options(self) -> None:
         """The options `retry` replays, saved once the run has started; an embedded endpoint is
