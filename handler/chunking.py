@@ -25,6 +25,8 @@ DEFAULT_MAX_CHUNK_S = 30.0
 # From this bound on, cuts are few and the engine reads the pauses itself: only the last
 # CUT_SEARCH_S before each needed cut goes through the VAD, to find a pause to cut in.
 SPARSE_CUTS_FROM_S = 120.0
+# A cut inside a long speech region goes in the quietest stretch this long (a breath, a turn).
+PAUSE_S = 0.3
 CUT_SEARCH_S = 20.0
 
 
@@ -66,23 +68,26 @@ def _speech_regions(audio: np.ndarray, options: ChunkingOptions) -> list[Chunk]:
 
 
 def _quietest_sample(audio: np.ndarray, lo: int, hi: int) -> int:
-    """The centre of the 20 ms frame with the least energy in audio[lo:hi] (a cut that splits no word
-    if a tiny pause exists there)."""
+    """The middle of the quietest PAUSE_S stretch of audio[lo:hi]: where a speaker stops for breath
+    or another takes over. One quiet 20 ms frame is not enough: stop consonants have those inside
+    words."""
     frame = SAMPLE_RATE // 50
     count = (hi - lo) // frame
     if count <= 1:
         return hi
     frames = audio[lo : lo + count * frame].reshape(count, frame)
     energy = np.einsum("ij,ij->i", frames, frames)
-    return lo + int(np.argmin(energy)) * frame + frame // 2
+    width = max(1, min(count, int(PAUSE_S * 50)))
+    stretch = np.convolve(energy, np.ones(width), mode="valid")
+    return lo + int(np.argmin(stretch)) * frame + width * frame // 2
 
 
 def _split_long_region(audio: np.ndarray, region: Chunk, max_len: int) -> list[Chunk]:
     pieces: list[Chunk] = []
     start = region.start
     while region.end - start > max_len:
-        # Search the second half of the allowed span, so no piece is needlessly short.
-        cut = _quietest_sample(audio, start + max_len // 2, start + max_len)
+        # Not in the first third of the allowed span, so no piece is needlessly short.
+        cut = _quietest_sample(audio, start + max_len // 3, start + max_len)
         pieces.append(Chunk(start, cut))
         start = cut
     pieces.append(Chunk(start, region.end))
@@ -108,14 +113,31 @@ def plan_chunks(audio: np.ndarray, max_chunk_s: float, options: ChunkingOptions 
     for region in _speech_regions(audio, options):
         regions.extend(_split_long_region(audio, region, max_len))
 
-    chunks: list[Chunk] = []
-    for region in regions:
-        if chunks and region.end - chunks[-1].start <= max_len:
-            # Merge with the chunk before: the pause between them stays in, as a speaker made it.
-            chunks[-1] = Chunk(chunks[-1].start, region.end)
-        else:
-            chunks.append(region)
+    chunks = [Chunk(group[0].start, group[-1].end) for group in _group(regions, max_len)] if regions else []
     return _widen(chunks, total, max_len, int(options.edge_s * SAMPLE_RATE))
+
+
+def _group(regions: list[Chunk], max_len: int) -> list[list[Chunk]]:
+    """Consecutive speech regions grouped into chunks of at most max_len, split at the longest pauses.
+
+    Filling each chunk greedily would cut at whatever pause comes last before the bound, often one
+    inside a sentence, and put the change of speaker a moment earlier inside the chunk: Whisper then
+    drops the sentence begun at its end. The longest pause is where a turn or a sentence ends. A
+    split that leaves a side under a quarter of the bound is taken only when no other pause fits.
+    """
+    if regions[-1].end - regions[0].start <= max_len:
+        return [regions]
+    gaps = range(1, len(regions))
+    balanced = [
+        i
+        for i in gaps
+        if regions[i - 1].end - regions[0].start >= max_len // 4
+        and regions[-1].end - regions[i].start >= max_len // 4
+    ]
+    split = max(
+        balanced or gaps, key=lambda i: (regions[i].start - regions[i - 1].end, -abs(2 * i - len(regions)))
+    )
+    return _group(regions[:split], max_len) + _group(regions[split:], max_len)
 
 
 def _cut_where_needed(audio: np.ndarray, max_len: int, options: ChunkingOptions) -> list[Chunk]:

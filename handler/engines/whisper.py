@@ -40,7 +40,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # at 15 s as at 30 s. The cost is about a quarter more encoder passes (docs/performance.md).
 WHISPER_MAX_CHUNK_S = 15.0
 # Audios a call should carry per stream: enough that no stream idles while another finishes.
-AUDIOS_PER_STREAM = 8
+AUDIOS_PER_STREAM = 16
 
 
 def _clamp(value: float, duration: float) -> float:

@@ -17,6 +17,8 @@ from stenopod.storage import S3Credentials
 from tests.support.servers import AudioHTTPServer, MotoS3
 
 pytestmark = pytest.mark.timeout(120)
+# The folder's own audio; its ljspeech/ subfolder holds 16 more clips.
+LJSPEECH_FILES = [f"LJ001-{n:04d}.flac" for n in range(1, 17)]
 AUDIO_FILES = [
     "hotwords.mp3",
     "jfk.flac",
@@ -86,7 +88,8 @@ def test_dedupe_ids_resolves_hash_collisions_deterministically() -> None:
 
 def test_folder_of_real_audio(data_dir: Path) -> None:
     items = expand_sources([str(data_dir)])
-    assert sorted(item.local_path.name for item in items) == AUDIO_FILES  # ATTRIBUTION.md left out
+    # ATTRIBUTION.md and transcripts.psv left out; subfolders included.
+    assert sorted(item.local_path.name for item in items) == sorted(AUDIO_FILES + LJSPEECH_FILES)
     assert ids_valid(items)
     for item in items:
         assert item.audio is None
@@ -116,7 +119,7 @@ def test_glob_and_duplicates_collapse(data_dir: Path) -> None:
     mixed = expand_sources(
         [str(data_dir / "jfk.flac"), str(data_dir / "*.flac"), str(data_dir), f"{data_dir}/./jfk.flac"]
     )
-    assert len(mixed) == 5
+    assert len(mixed) == 5 + len(LJSPEECH_FILES)
     assert mixed[0].local_path == (data_dir / "jfk.flac").resolve()
     assert ids_valid(mixed)
 
