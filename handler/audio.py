@@ -20,11 +20,12 @@ from urllib.parse import unquote_to_bytes, urljoin
 
 import httpx
 import numpy as np
+from stenopod.s3_guard import ForbiddenEndpoint
 from stenopod.schema import ErrorCode
 from stenopod.storage import S3Credentials, S3Store, StorageError, parse_s3_uri
 
 from .errors import StageError
-from .netguard import ForbiddenAddress, allow_private_urls, check_scheme, guarded_client, redact_url
+from .netguard import ForbiddenAddress, allow_private_urls, check_url, guarded_client, redact_url
 from .wav import PlainWav, probe_plain_wav, read_plain_wav
 
 log = logging.getLogger("stenopod.handler.audio")
@@ -98,16 +99,17 @@ class _Retryable(Exception):
 
 
 def _fetch_http(url: str, dest: Path, limits: AudioLimits) -> None:
+    check_url(url, "audio")  # a URL httpx cannot parse is the job's error, not the worker's
     timeout = httpx.Timeout(limits.timeout_s, connect=limits.timeout_s)
     with guarded_client(timeout, limits.allow_private) as client:
-        # Redirects are followed here, not by httpx, so each hop's scheme is checked; the guarded
-        # transport checks each hop's addresses when it connects.
+        # Redirects are followed here, not by httpx, so each hop's scheme and form are checked; the
+        # guarded transport checks each hop's addresses when it connects.
         for _hop in range(MAX_REDIRECTS + 1):
             location = _get_with_retries(client, url, dest, limits)
             if location is None:
                 return
-            url = urljoin(url, location)
-            check_scheme(url)
+            url = urljoin(url, location)  # a Location httpx cannot parse is fetch_failed already
+            check_url(url, "audio: redirect", ErrorCode.url_forbidden)
     raise StageError(ErrorCode.fetch_failed, f"audio: more than {MAX_REDIRECTS} redirects")
 
 
@@ -184,6 +186,8 @@ def _fetch_s3(uri: str, dest: Path, limits: AudioLimits, credentials: S3Credenti
         if not key:
             raise StorageError(f"{uri!r} names a bucket but no key")
         S3Store(bucket, "", credentials).download_file(key, dest)
+    except ForbiddenEndpoint as error:  # the job's s3Config names a private address: nothing was sent
+        raise StageError(ErrorCode.url_forbidden, f"audio: {error}") from None
     except StorageError as error:  # its message already leaves secrets out
         raise StageError(ErrorCode.fetch_failed, f"audio: {error}") from None
     if dest.stat().st_size > limits.max_bytes:

@@ -7,6 +7,7 @@ import os
 import time
 
 import httpx
+from stenopod.addresses import url_problem
 from stenopod.schema import Callback, ItemResult
 from stenopod.signing import signature_headers
 
@@ -27,6 +28,9 @@ def post_item(callback: Callback, item: ItemResult, job_id: str | None = None) -
     backoff = float(os.environ.get("STENOPOD_CALLBACK_BACKOFF_S", "1") or 1)
     body = item.model_dump_json().encode("utf-8")
     shown = redact_url(callback.url)
+    problem = url_problem(callback.url)  # the schema refuses these; a caller that skipped it is told why
+    if problem is not None:
+        return f"callback {shown} refused: input.callback.url {problem}"
     reason = "not attempted"
     with guarded_client(httpx.Timeout(15.0), allow_private_urls()) as client:
         for attempt in range(attempts):

@@ -211,7 +211,12 @@ def _check_output(output: str | None, allow_local: bool) -> JobError | None:
         except StorageError:
             problem = "must be an s3://bucket/prefix/ URI"
     elif not allow_local:
-        problem = "must be an s3://bucket/prefix/ URI (local folders are accepted only in local mode)"
+        # Named, so a --test_input run or a self-hosted worker knows how to allow it (RunPod's
+        # local test mode is left refusing: it shows what the job would get on RunPod).
+        problem = (
+            "must be an s3://bucket/prefix/ URI; a local folder is accepted only when the worker runs "
+            "with STENOPOD_ALLOW_LOCAL_OUTPUT=1 (`stenopod serve` sets it)"
+        )
     elif "://" in output and not output.startswith("file://"):
         problem = "must be an s3://bucket/prefix/ URI, a file:// URI or a folder path"
     if problem is None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import os
 import socket
 import ssl
 from collections.abc import Iterable
@@ -20,54 +19,32 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpcore
 import httpx
+
+# The address policy lives in the SDK, shared with the guard on a job's S3 endpoint (stenopod.s3_guard).
+from stenopod.addresses import allow_private_urls, is_forbidden_address, url_problem
 from stenopod.schema import ErrorCode
 
 from .errors import StageError
-
-ALLOW_PRIVATE_ENV = "STENOPOD_ALLOW_PRIVATE_URLS"
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class ForbiddenAddress(Exception):
     """The host resolves to an address a job may not reach."""
 
 
-def allow_private_urls() -> bool:
-    return os.environ.get(ALLOW_PRIVATE_ENV, "") == "1"
-
-
 def redact_url(url: str) -> str:
     """The URL without user info, query string or fragment: safe to show (presigned URLs carry keys)."""
     try:
         parts = urlsplit(url)
-    except ValueError:
+        port = parts.port
+    except ValueError:  # bad brackets, a port that is not a number or out of range
         return "<unparseable URL>"
     if parts.scheme.lower() == "data":
         return "data:..."
     host = parts.hostname or ""
     if ":" in host:  # an IPv6 literal needs its brackets back
         host = f"[{host}]"
-    netloc = f"{host}:{parts.port}" if parts.port else host
+    netloc = f"{host}:{port}" if port else host
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def is_forbidden_address(address: IPAddress) -> bool:
-    """Anything but a public unicast address: loopback, private, link-local, multicast, reserved..."""
-    if isinstance(address, ipaddress.IPv6Address):
-        # ::ffff:127.0.0.1 and 64:ff9b::/96-style embeddings reach the IPv4 address they carry.
-        embedded = address.ipv4_mapped or address.sixtofour
-        if embedded is not None and is_forbidden_address(embedded):
-            return True
-    return (
-        address.is_loopback
-        or address.is_private
-        or address.is_link_local
-        or address.is_multicast
-        or address.is_reserved
-        or address.is_unspecified
-        or not address.is_global
-    )
 
 
 def resolve_checked(host: str, port: int, allow_private: bool) -> list[str]:
@@ -76,6 +53,9 @@ def resolve_checked(host: str, port: int, allow_private: bool) -> list[str]:
     Refusing when *any* address is private (not just the first) stops a name that resolves to both
     a public and a private address from reaching the private one on a later attempt.
     """
+    # "127.0.0.1." and "localhost." name the same host as without the dot, but some resolvers
+    # refuse the dotted form: the guard must see the address either way.
+    host = host.rstrip(".") or host
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as error:
@@ -152,8 +132,19 @@ def guarded_client(timeout: httpx.Timeout, allow_private: bool | None = None) ->
 
 def check_scheme(url: str, schemes: tuple[str, ...] = ("http", "https")) -> None:
     """Refuse a URL (e.g. a redirect target) whose scheme the worker must not follow."""
-    scheme = urlsplit(url).scheme.lower()
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme not in schemes:
         raise StageError(
             ErrorCode.url_forbidden, f"{redact_url(url)}: scheme {scheme or '(none)'!r} is not allowed"
         )
+
+
+def check_url(url: str, field: str, code: ErrorCode = ErrorCode.invalid_input) -> None:
+    """Refuse, before any network work, an http(s) URL the worker cannot parse, naming the field.
+
+    The job's own URL is invalid_input; a redirect's target (the server's choice) is url_forbidden.
+    """
+    check_scheme(url)
+    problem = url_problem(url)
+    if problem is not None:
+        raise StageError(code, f"{field}: {redact_url(url)} {problem}")

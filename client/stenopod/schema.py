@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from .addresses import url_problem
+
 # An item id becomes part of an object key (<prefix><id>.<format>), so it must never climb out of
 # the prefix or smuggle control characters: a conservative character set, no "..", bounded length.
 ITEM_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -80,7 +82,16 @@ def _check_audio_ref(value: str) -> str:
         raise ValueError("must not be empty")
     if not value.lower().startswith(AUDIO_SCHEMES):
         raise ValueError("must be an http(s):// URL, an s3://bucket/key URI or a data:audio/...;base64 URI")
+    if value.lower().startswith(("http://", "https://")):
+        _check_http_url(value)
     return value
+
+
+def _check_http_url(value: str) -> None:
+    # Refused here, naming the field, rather than deep inside a fetch or a callback delivery.
+    problem = url_problem(value)
+    if problem is not None:
+        raise ValueError(f"the URL {problem}")
 
 
 ItemId = Annotated[str, Field(description="Stable id; becomes the object key stem <prefix><id>.<format>.")]
@@ -108,6 +119,7 @@ class Callback(_Strict):
     def _http_only(cls, value: str) -> str:
         if not value.lower().startswith(("http://", "https://")):
             raise ValueError("must be an http(s):// URL")
+        _check_http_url(value)
         return value
 
 

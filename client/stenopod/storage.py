@@ -52,6 +52,8 @@ class S3Credentials:
     secret_access_key: str | None = None
     endpoint_url: str | None = None
     region: str | None = None
+    # The endpoint came with a job (RunPod's s3Config), not from the operator: see stenopod.s3_guard.
+    from_job: bool = False
 
     def __repr__(self) -> str:
         shown = "set" if self.secret_access_key else "unset"
@@ -77,6 +79,7 @@ class S3Credentials:
             secret_access_key=config.get("accessSecret") or None,
             endpoint_url=config.get("endpointUrl") or None,
             region=config.get("region") or None,
+            from_job=True,
         )
 
 
@@ -237,22 +240,33 @@ class S3Store(ObjectStore):
         import boto3  # boto3 is slow to import; only S3 users pay for it
         from botocore.config import Config
 
+        from .s3_guard import check_job_endpoint, pin_client
+
         self.bucket = bucket
         self.prefix = prefix
         creds = credentials or S3Credentials.from_env()
-        self._client = boto3.client(
-            "s3",
-            aws_access_key_id=creds.access_key_id,
-            aws_secret_access_key=creds.secret_access_key,
-            endpoint_url=creds.endpoint_url,
-            region_name=creds.region or "us-east-1",
-            config=Config(
-                retries={"max_attempts": 5, "mode": "standard"},
-                connect_timeout=10,
-                read_timeout=60,
-                signature_version="s3v4",
-            ),
-        )
+        # A job's own endpoint is checked before any request (and pinned after); path-style
+        # addressing keeps the bucket name out of the host, so the checked host is the only one.
+        pinned = check_job_endpoint(creds)
+        try:
+            self._client = boto3.client(
+                "s3",
+                aws_access_key_id=creds.access_key_id,
+                aws_secret_access_key=creds.secret_access_key,
+                endpoint_url=creds.endpoint_url,
+                region_name=creds.region or "us-east-1",
+                config=Config(
+                    retries={"max_attempts": 5, "mode": "standard"},
+                    connect_timeout=10,
+                    read_timeout=60,
+                    signature_version="s3v4",
+                    s3={"addressing_style": "path"} if pinned else None,
+                ),
+            )
+        except ValueError:  # botocore's "Invalid endpoint: <the URL>", which could carry user info
+            raise StorageError(f"cannot open s3://{bucket}/: the S3 endpoint URL is not valid") from None
+        if pinned is not None:
+            pin_client(self._client, pinned)
 
     def _key(self, key: str) -> str:
         return self.prefix + _check_key(key)

@@ -4,7 +4,8 @@ The worker's boto3 client talks to the proxy as if it were S3. PUT requests take
 fault ("reset": the connection is reset before the request reaches S3; "reset-after": the object
 is stored, then the connection is reset, so the client cannot know; "500": an S3 InternalError;
 "slow": forwarded after a delay; "pass": forwarded). PUTs whose path contains one of
-`always_fail` get a 500 every time. Everything else is forwarded untouched.
+`always_fail` get a 500 every time. Everything else is forwarded untouched. Every request is
+counted in `requests`, so a test can also show that none arrived.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class FlakyS3Proxy:
         self.always_fail: set[str] = set()
         self.injected: Counter[str] = Counter()  # faults used up, by kind
         self.puts = 0
+        self.requests: list[str] = []  # "METHOD /path" of every request that reached the proxy
         self._lock = threading.Lock()
         proxy = self
 
@@ -106,6 +108,8 @@ class FlakyS3Proxy:
         return fault
 
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        with self._lock:
+            self.requests.append(f"{handler.command} {handler.path.split('?', 1)[0]}")
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else b""
         fault = self._next_fault(handler)

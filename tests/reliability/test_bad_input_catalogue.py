@@ -93,6 +93,11 @@ def audio_url(url: str) -> Callable[[World], dict[str, Any]]:
     return lambda world: {"input": {"audio": url}}
 
 
+def this_machine(host: str) -> Callable[[World], dict[str, Any]]:
+    """The audio server's jfk.flac under another spelling of 127.0.0.1 (or of "this machine")."""
+    return lambda world: {"input": {"audio": f"http://{host}:{world.server.port}/jfk.flac"}}
+
+
 def item_id(bad_id: str) -> Callable[[World], dict[str, Any]]:
     # With an s3 output, so the check after the table shows no key was written anywhere.
     return lambda world: {
@@ -154,11 +159,34 @@ CASES: list[Case] = [
     Case("redirect-to-metadata", audio_at("redirect-metadata"), "url_forbidden", policy_double=True),
     Case("redirect-to-ipv6-loopback", audio_at("redirect-ipv6-loopback"), "url_forbidden", policy_double=True),
     Case("redirect-to-file-scheme", audio_at("redirect-file"), "url_forbidden", LOOPBACK),
+    Case("redirect-to-port-99999", audio_at("redirect-bad-port"), "url_forbidden", LOOPBACK),
+    # -- other spellings of this machine (no allow switch) --
+    Case("loopback-decimal", this_machine("2130706433"), "url_forbidden"),
+    Case("loopback-octal", this_machine("0177.0.0.1"), "invalid_input"),  # httpx cannot parse it
+    Case("loopback-hex-dotted", this_machine("0x7f.0.0.1"), "url_forbidden"),
+    Case("loopback-hex-whole", this_machine("0x7f000001"), "url_forbidden"),
+    Case("loopback-short-form", this_machine("127.1"), "url_forbidden"),
+    Case("loopback-ipv4-mapped-ipv6", this_machine("[::ffff:127.0.0.1]"), "url_forbidden"),
+    Case("unspecified-0-0-0-0", this_machine("0.0.0.0"), "url_forbidden"),
+    Case("loopback-trailing-dot", this_machine("127.0.0.1."), "url_forbidden"),
+    Case("localhost-trailing-dot", this_machine("localhost."), "url_forbidden"),
+    Case("localhost-upper-case", this_machine("LOCALHOST"), "url_forbidden"),
+    Case("loopback-upper-case-scheme", lambda w: {"input": {"audio": w.url("jfk.flac").replace("http:", "HTTP:")}}, "url_forbidden"),
+    # -- URLs nothing can parse: the job's error, naming the field, before any network work --
+    Case("url-port-out-of-range", audio_url("http://example.com:99999/a.mp3"), "invalid_input"),
+    Case("url-unclosed-ipv6-bracket", audio_url("http://[::1/a.mp3"), "invalid_input"),
+    Case("url-space-in-host", audio_url("http://exa mple.com/a.mp3"), "invalid_input"),
+    Case("url-without-host", audio_url("http:///a.mp3"), "invalid_input"),
+    Case("callback-url-octal", given({"audio": URL, "callback": {"url": "http://0177.0.0.1/hook", "secret": "s" * 16}}), "invalid_input"),
+    # -- an S3 endpoint the job names (s3Config.endpointUrl) on loopback, no allow switch --
+    Case("s3config-loopback-endpoint-input", lambda w: {"input": {"audio": f"s3://{w.bucket}/a.mp3"}, "s3Config": w.s3_config()}, "url_forbidden"),
+    Case("s3config-loopback-endpoint-output", silence_to(lambda w: f"s3://{w.bucket}/ok/", s3_config=lambda w: w.s3_config()), "storage_failed"),
     # -- servers that answer badly --
     Case("http-404", audio_at("missing.mp3"), "fetch_failed", LOOPBACK),
     Case("http-403", audio_at("forbidden"), "fetch_failed", LOOPBACK),
     Case("http-500", audio_at("broken"), "fetch_failed", LOOPBACK),
     Case("redirect-loop", audio_at("redirect-loop"), "fetch_failed", LOOPBACK),
+    Case("redirect-location-unparseable", audio_at("redirect-octal"), "fetch_failed", LOOPBACK),
     Case("never-answers", audio_at("hang"), "fetch_failed", {**LOOPBACK, "STENOPOD_FETCH_TIMEOUT_S": "0.5"}),
     Case("drips-slower-than-the-read-timeout", audio_at("drip-slow"), "fetch_failed", {**LOOPBACK, "STENOPOD_FETCH_TIMEOUT_S": "0.4"}),
     Case("drips-forever-within-the-read-timeout", audio_at("drip"), "fetch_failed", {**LOOPBACK, "STENOPOD_FETCH_TIMEOUT_S": "0.5", "STENOPOD_FETCH_DEADLINE_S": "1"}),
@@ -190,12 +218,14 @@ CASES: list[Case] = [
         "s3-output-bad-credentials",
         silence_to(lambda w: f"s3://{w.bucket}/ok/", s3_config=lambda w: w.s3_config(SECRET_FOR_BAD_CREDENTIALS)),
         "storage_failed",
+        LOOPBACK,  # the job's own endpoint is moto on loopback
         iam=True,
     ),
     Case(
         "s3-output-prefix-without-write-permission",
         silence_to(lambda w: f"s3://{w.bucket}/denied/", s3_config=lambda w: w.s3_config()),
         "storage_failed",
+        LOOPBACK,
         iam=True,
     ),
 ]  # fmt: skip
@@ -360,6 +390,8 @@ def _routes(server: AudioHTTPServer) -> dict[str, Route]:
         "/redirect-ipv6-loopback": _reply(302, headers={"Location": f"http://[::1]:{server.port}/jfk.flac"}),
         "/redirect-file": _reply(302, headers={"Location": "file:///etc/passwd"}),
         "/redirect-loop": _reply(302, headers={"Location": "/redirect-loop"}),
+        "/redirect-octal": _reply(302, headers={"Location": f"http://0177.0.0.1:{server.port}/jfk.flac"}),
+        "/redirect-bad-port": _reply(302, headers={"Location": "http://127.0.0.1:99999/jfk.flac"}),
     }
 
 
@@ -444,6 +476,7 @@ def test_bad_input(
     worker_tmp: Path,
     outcomes: dict[str, tuple[str, str]],
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     from moto.core.authorization import enable_iam_authentication
 
@@ -481,6 +514,8 @@ def test_bad_input(
     outcomes[case.name] = (got, text)
     assert got == case.expect, text[:2000]
     assert "Traceback" not in text
+    tracebacks = [record.getMessage() for record in caplog.records if record.exc_info]
+    assert not tracebacks, f"the worker logged a traceback: {tracebacks}"
     assert SECRET_FOR_BAD_CREDENTIALS not in text and world.writer_secret not in text
     if got == "invalid_input":
         error = JobError.from_runpod_error(answer["error"])
@@ -523,3 +558,14 @@ def test_after_the_table_the_same_worker_still_transcribes(
         },
     )
     print(f"bad-input catalogue: {len(CASES)} cases, by code: {by_code}")
+
+
+def test_a_refused_local_output_names_the_switch_that_allows_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The same refusal answers `python -m handler --test_input` (RunPod's local test mode is left
+    # refusing, so it shows what the job would get on RunPod): the message says how to allow it.
+    monkeypatch.delenv("STENOPOD_ALLOW_LOCAL_OUTPUT", raising=False)
+    job = {"id": "local-output", "input": {"audio": URL, "output": "/tmp/transcripts"}}
+    answer = asyncio.run(run_job(job, EngineRegistry([])))
+    error = JobError.from_runpod_error(answer["error"])
+    assert error.code == ErrorCode.invalid_input and error.fields == ["input.output"]
+    assert "STENOPOD_ALLOW_LOCAL_OUTPUT=1" in error.message
