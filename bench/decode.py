@@ -36,7 +36,7 @@ def _without_shortcuts() -> Iterator[None]:
 
 
 def _time(paths: list[Path], passes: int) -> tuple[dict[str, float], list[np.ndarray]]:
-    from handler.audio import decode_audio
+    from handler.decode import decode_audio
 
     seconds: dict[str, list[float]] = defaultdict(list)
     samples = [decode_audio(path, 3600.0) for path in paths]  # warm-up (ffmpeg's libraries, caches)

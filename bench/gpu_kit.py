@@ -138,7 +138,7 @@ def write_speech(dest: Path, seconds: float) -> Path:
     """The benchmark corpus's long recording of real speech, its first `seconds`, as a plain
     16 kHz mono 16-bit WAV: the device reads it with handler/wav.py and needs no PyAV."""
     from bench.corpus import build_corpus
-    from handler.audio import decode_audio
+    from handler.decode import decode_audio
 
     corpus = build_corpus()
     recording = decode_audio(corpus.long_path, 4 * 3600.0)[: int(seconds * SAMPLE_RATE)]

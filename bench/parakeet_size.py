@@ -45,7 +45,7 @@ def _recording(work: Path, speech: Path | None, min_s: float) -> np.ndarray:
         if layout is None:
             raise SystemExit(f"--speech: {speech} is not a 16 kHz mono 16-bit PCM WAV")
         return read_plain_wav(speech, layout)
-    from handler.audio import decode_audio
+    from handler.decode import decode_audio
 
     corpus = build_corpus(work, long_min_s=max(600.0, min_s))
     return decode_audio(corpus.long_path, 4 * 3600.0)

@@ -9,24 +9,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-import itertools
 import logging
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote_to_bytes, urljoin
 
 import httpx
-import numpy as np
 from stenopod.s3_guard import ForbiddenEndpoint
 from stenopod.schema import ErrorCode
 from stenopod.storage import S3Credentials, S3Store, StorageError, parse_s3_uri
 
 from .errors import StageError
 from .netguard import ForbiddenAddress, allow_private_urls, check_url, guarded_client, redact_url
-from .wav import PlainWav, probe_plain_wav, read_plain_wav
 
 log = logging.getLogger("stenopod.handler.audio")
 
@@ -220,132 +216,3 @@ def _fetch_data_uri(uri: str, dest: Path, limits: AudioLimits) -> None:
     else:
         data = unquote_to_bytes(payload)
     dest.write_bytes(data)
-
-
-# --- decode --------------------------------------------------------------------------------------
-
-
-def decode_audio(path: Path, max_seconds: float) -> np.ndarray:
-    """Decode the first audio stream of path to 16 kHz mono float32; StageError when it cannot."""
-    import av  # PyAV loads its bundled ffmpeg libraries; keep that off the import of this module
-
-    if path.stat().st_size == 0:
-        raise StageError(ErrorCode.not_audio, "audio: the file is empty (0 bytes)")
-    plain = probe_plain_wav(path)
-    if plain is not None:
-        return _decode_plain_wav(path, plain, max_seconds)
-    try:
-        container = av.open(str(path), mode="r", metadata_errors="ignore")
-    except (av.FFmpegError, UnicodeDecodeError, ValueError) as error:
-        raise StageError(ErrorCode.not_audio, f"audio: not a readable audio file ({_short(error)})") from None
-    with container:
-        if not container.streams.audio:
-            raise StageError(ErrorCode.not_audio, "audio: the file has no audio stream")
-        stream = container.streams.audio[0]
-        declared = _declared_seconds(container, stream)
-        if declared is not None and declared > max_seconds:
-            raise _too_long(declared, max_seconds)
-        samples = _decode_stream(container, stream, max_seconds)
-    if samples.size == 0 and declared is not None and declared >= 1.0:
-        # ffmpeg skips frames it cannot decode without an error: a corrupt file must not pass for
-        # silence (an "ok" empty transcript) when its header promises seconds of audio.
-        raise StageError(
-            ErrorCode.not_audio, f"audio: the stream declares {declared:.0f} s but none of it decodes"
-        )
-    return samples
-
-
-def _decode_plain_wav(path: Path, layout: PlainWav, max_seconds: float) -> np.ndarray:
-    """A 16 kHz mono 16-bit WAV without ffmpeg (handler.wav), with the same caps and errors."""
-    declared = layout.declared_seconds()
-    if declared is not None and declared > max_seconds:
-        raise _too_long(declared, max_seconds)
-    max_samples = int(max_seconds * SAMPLE_RATE)
-    samples = read_plain_wav(path, layout, max_samples)
-    if samples.size > max_samples:
-        raise _too_long(samples.size / SAMPLE_RATE, max_seconds)
-    if samples.size == 0 and declared is not None and declared >= 1.0:
-        raise StageError(
-            ErrorCode.not_audio, f"audio: the file declares {declared:.0f} s but holds none of it"
-        )
-    return samples
-
-
-# Sample formats whose float conversion numpy does exactly as ffmpeg's converter (an int times a
-# power of two), so a frame already at 16 kHz mono can skip the resampler.
-_INT_SCALES = {"s16": 1.0 / 2**15, "s16p": 1.0 / 2**15, "s32": 1.0 / 2**31, "s32p": 1.0 / 2**31}
-
-
-def _direct_samples(frame: Any) -> np.ndarray | None:
-    """A 16 kHz mono frame's samples as float32 without the resampler, or None when it needs it.
-
-    The resampler costs ~40 us a frame even when there is nothing to convert, and short clips come
-    in 50-100 frames: a third of their decode time, on the critical path of a job's first call.
-    """
-    if frame.sample_rate != SAMPLE_RATE or frame.layout.nb_channels != 1:
-        return None
-    name = frame.format.name
-    if name in ("flt", "fltp"):
-        return frame.to_ndarray().reshape(-1)
-    scale = _INT_SCALES.get(name)
-    if scale is None:
-        return None
-    return frame.to_ndarray().reshape(-1).astype(np.float32) * np.float32(scale)
-
-
-def _decode_stream(container: Any, stream: Any, max_seconds: float) -> np.ndarray:
-    import av
-
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-    resampling = False  # once a frame needed it, every later one goes through it (its buffer keeps order)
-    max_samples = int(max_seconds * SAMPLE_RATE)
-    pieces: list[np.ndarray] = []
-    total = 0
-    try:
-        for frame in itertools.chain(container.decode(stream), [None]):  # None flushes the resampler
-            direct = None if resampling or frame is None else _direct_samples(frame)
-            if direct is not None:
-                outs = [direct]
-            else:
-                resampling = resampling or frame is not None
-                outs = [out.to_ndarray().reshape(-1) for out in resampler.resample(frame)]
-            for out in outs:
-                piece = out.astype(np.float32, copy=False)
-                total += piece.size
-                # Stop as soon as the cap is passed: a file with a missing or lying duration header
-                # must not make the worker decode (and hold in memory) days of audio.
-                if total > max_samples:
-                    raise _too_long(total / SAMPLE_RATE, max_seconds)
-                pieces.append(piece)
-    except av.FFmpegError as error:
-        if total == 0:
-            raise StageError(ErrorCode.not_audio, f"audio: cannot decode ({_short(error)})") from None
-        # A file truncated mid-stream still yields what decoded before the damage.
-        log.warning("decode stopped early after %.1f s: %s", total / SAMPLE_RATE, _short(error))
-    if not pieces:
-        return np.zeros(0, dtype=np.float32)
-    return np.concatenate(pieces)
-
-
-def _declared_seconds(container: Any, stream: Any) -> float | None:
-    if stream.duration is not None and stream.time_base is not None:
-        return float(stream.duration * stream.time_base)
-    if container.duration is not None:
-        return container.duration / 1_000_000  # AV_TIME_BASE units
-    return None
-
-
-def _too_long(seconds: float, cap: float) -> StageError:
-    return StageError(
-        ErrorCode.too_long,
-        f"audio: {seconds:.0f} s is longer than the {cap:.0f} s limit (STENOPOD_MAX_AUDIO_SECONDS)",
-    )
-
-
-def _short(error: Exception) -> str:
-    # FFmpegError's text names the temp file; the user only needs the reason.
-    reason = str(getattr(error, "strerror", None) or error or type(error).__name__)
-    filename = getattr(error, "filename", None)
-    if filename:
-        reason = reason.replace(str(filename), "")
-    return reason.strip(" :'").splitlines()[0][:200] if reason.strip() else type(error).__name__

@@ -37,12 +37,13 @@ from stenopod.schema import (
 )
 from stenopod.storage import ObjectStore, S3Credentials, StorageError, open_store, parse_s3_uri
 
-from .audio import SAMPLE_RATE, AudioLimits, decode_audio, fetch_audio
+from .audio import AudioLimits, fetch_audio
 from .callback import post_item
 from .chunking import Chunk, chunk_bound
+from .decode import decode_audio
 from .engine_clock import EngineClock
 from .engine_gate import EngineGate
-from .engines.base import BatchLimits, Engine, EngineError, Transcript
+from .engines.base import SAMPLE_RATE, BatchLimits, Engine, EngineError, Transcript
 from .engines.registry import ModelUnavailable
 from .errors import StageError
 from .feed import Feed

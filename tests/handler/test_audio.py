@@ -16,9 +16,9 @@ import pytest
 from stenopod.schema import ErrorCode
 from stenopod.storage import S3Credentials
 
-from handler import audio as audio_module
 from handler import netguard
-from handler.audio import AudioLimits, decode_audio, fetch_audio
+from handler.audio import AudioLimits, fetch_audio
+from handler.decode import decode_audio
 from handler.errors import StageError
 from handler.netguard import is_forbidden_address, redact_url
 from tests.support.servers import AudioHTTPServer, MotoS3
@@ -369,7 +369,9 @@ def test_too_long_while_decoding_when_no_duration_is_declared(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Streams without a duration header (live captures, some raw formats) are capped as they decode.
-    monkeypatch.setattr(audio_module, "_declared_seconds", lambda container, stream: None)
+    import handler.decode
+
+    monkeypatch.setattr(handler.decode, "_declared_seconds", lambda container, stream: None)
     with pytest.raises(StageError) as caught:
         decode_audio(data_dir / "jfk.flac", max_seconds=5)
     assert caught.value.code == ErrorCode.too_long

@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 from stenopod.schema import ErrorCode
 
-from handler import audio as audio_module
-from handler.audio import decode_audio
+from handler.decode import decode_audio
 from handler.errors import StageError
 from handler.wav import probe_plain_wav
 
@@ -134,7 +133,13 @@ def test_other_wavs_go_to_ffmpeg(
     path = _encode(tmp_path / "other.wav", codec, sample_format, samples, rate=rate, layout=layout)
     assert probe_plain_wav(path) is None
     decoded = decode_audio(path, 3600)
-    assert np.array_equal(decoded, _resampled_everywhere(path))
+    reference = _resampled_everywhere(path)
+    if rate == RATE:
+        assert np.allclose(decoded, reference, atol=1e-6)  # the same downmix as ffmpeg's
+    else:
+        # soxr's resampler, not ffmpeg's: the same signal, its error a few percent of it at most.
+        assert decoded.size == reference.size
+        assert np.sqrt(np.mean((decoded - reference) ** 2)) < 0.03 * np.sqrt(np.mean(reference**2))
     assert abs(decoded.size / RATE - samples.shape[1] / channels / rate) < 0.01
 
 
@@ -208,20 +213,3 @@ def test_direct_frames_match_the_resampler(
     assert np.array_equal(decoded, _resampled_everywhere(path))
 
 
-def test_a_stream_that_changes_rate_midway_keeps_its_order(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Frames after the first one that needs the resampler all go through it, in order."""
-    path = _encode(
-        tmp_path / "clip.flac", "flac", "s16", (_speechlike(2.0) * 2**14).astype(np.int16)[None, :]
-    )
-    reference = _resampled_everywhere(path)
-    calls = {"n": 0}
-    real = audio_module._direct_samples
-
-    def direct_for_the_first_frames(frame: av.AudioFrame) -> np.ndarray | None:
-        calls["n"] += 1
-        return real(frame) if calls["n"] <= 3 else None
-
-    monkeypatch.setattr(audio_module, "_direct_samples", direct_for_the_first_frames)
-    assert np.array_equal(decode_audio(path, 3600), reference)

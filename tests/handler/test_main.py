@@ -34,7 +34,7 @@ def flac_of(path: Path) -> bytes:
     import av
     import numpy as np
 
-    from handler.audio import decode_audio
+    from handler.decode import decode_audio
 
     samples = (decode_audio(path, 3600) * 32767).clip(-32768, 32767).astype(np.int16)
     buf = io.BytesIO()
