@@ -25,8 +25,6 @@ DEFAULT_MAX_CHUNK_S = 30.0
 # From this bound on, cuts are few and the engine reads the pauses itself: only the last
 # CUT_SEARCH_S before each needed cut goes through the VAD, to find a pause to cut in.
 SPARSE_CUTS_FROM_S = 120.0
-# A cut inside a long speech region goes in the quietest stretch this long (a breath, a turn).
-PAUSE_S = 0.3
 CUT_SEARCH_S = 20.0
 
 
@@ -44,10 +42,11 @@ class ChunkingOptions:
 
 @dataclass(frozen=True)
 class Chunk:
-    """Samples [start, end) of one audio."""
+    """Samples [start, end) of one audio, and the speech the VAD found inside (empty: not looked for)."""
 
     start: int
     end: int
+    speech: tuple[tuple[int, int], ...] = ()
 
     @property
     def duration_s(self) -> float:
@@ -67,19 +66,22 @@ def _speech_regions(audio: np.ndarray, options: ChunkingOptions) -> list[Chunk]:
     return [Chunk(int(region["start"]), int(region["end"])) for region in regions]
 
 
-def _quietest_sample(audio: np.ndarray, lo: int, hi: int) -> int:
-    """The middle of the quietest PAUSE_S stretch of audio[lo:hi]: where a speaker stops for breath
-    or another takes over. One quiet 20 ms frame is not enough: stop consonants have those inside
-    words."""
+def _quietest_sample(audio: np.ndarray, lo: int, hi: int, stretch_s: float = 0.3) -> int:
+    """The quietest 20 ms frame of the quietest stretch_s of audio[lo:hi]: where a speaker
+    stops for breath or another takes over. One quiet frame alone is not enough: stop consonants
+    have those inside words."""
     frame = SAMPLE_RATE // 50
     count = (hi - lo) // frame
     if count <= 1:
         return hi
     frames = audio[lo : lo + count * frame].reshape(count, frame)
     energy = np.einsum("ij,ij->i", frames, frames)
-    width = max(1, min(count, int(PAUSE_S * 50)))
+    width = max(1, min(count, int(stretch_s * 50)))
     stretch = np.convolve(energy, np.ones(width), mode="valid")
-    return lo + int(np.argmin(stretch)) * frame + width * frame // 2
+    first = int(np.argmin(stretch))
+    # At the quietest frame of that stretch: its middle may still be the end of a word.
+    quietest = first + int(np.argmin(energy[first : first + width]))
+    return lo + quietest * frame + frame // 2
 
 
 def _split_long_region(audio: np.ndarray, region: Chunk, max_len: int) -> list[Chunk]:
@@ -113,8 +115,11 @@ def plan_chunks(audio: np.ndarray, max_chunk_s: float, options: ChunkingOptions 
     for region in _speech_regions(audio, options):
         regions.extend(_split_long_region(audio, region, max_len))
 
-    chunks = [Chunk(group[0].start, group[-1].end) for group in _group(regions, max_len)] if regions else []
-    return _widen(chunks, total, max_len, int(options.edge_s * SAMPLE_RATE))
+    groups = _group(regions, max_len) if regions else []
+    chunks = [
+        Chunk(group[0].start, group[-1].end, tuple((r.start, r.end) for r in group)) for group in groups
+    ]
+    return _widen(audio, chunks, max_len, int(options.edge_s * SAMPLE_RATE))
 
 
 def _group(regions: list[Chunk], max_len: int) -> list[list[Chunk]]:
@@ -166,17 +171,19 @@ def _pause_in(audio: np.ndarray, lo: int, hi: int, options: ChunkingOptions) -> 
     return lo + (first + last) // 2
 
 
-def _widen(chunks: list[Chunk], total: int, max_len: int, edge: int) -> list[Chunk]:
-    """Grow each chunk into the pauses beside it (up to the middle of each pause, `edge` per side,
+def _widen(audio: np.ndarray, chunks: list[Chunk], max_len: int, edge: int) -> list[Chunk]:
+    """Grow each chunk into the pauses beside it (up to the pause's quietest frame, `edge` per side,
     and never past max_len), so a word whose onset the VAD missed is still inside its chunk."""
+    total = int(audio.shape[0])
+    meets = [_quietest_sample(audio, a.end, b.start, 0.0) for a, b in zip(chunks, chunks[1:], strict=False)]
     widened: list[Chunk] = []
     for index, chunk in enumerate(chunks):
-        left_limit = 0 if index == 0 else (chunks[index - 1].end + chunk.start) // 2
-        right_limit = total if index == len(chunks) - 1 else (chunk.end + chunks[index + 1].start) // 2
+        left_limit = 0 if index == 0 else meets[index - 1]
+        right_limit = total if index == len(chunks) - 1 else meets[index]
         budget = max(0, max_len - (chunk.end - chunk.start))
         left = min(edge, chunk.start - left_limit, budget // 2)
         right = min(edge, right_limit - chunk.end, budget - left)
-        widened.append(Chunk(chunk.start - max(0, left), chunk.end + max(0, right)))
+        widened.append(Chunk(chunk.start - max(0, left), chunk.end + max(0, right), chunk.speech))
     return widened
 
 

@@ -12,6 +12,7 @@ from collections import Counter
 import numpy as np
 
 from handler.chunking import Chunk, ChunkingOptions, chunk_bound, plan_audio
+from handler.coverage import missed_speech
 from handler.engines.base import SAMPLE_RATE, Engine, SegmentTiming, Transcript, WordTiming
 
 
@@ -37,23 +38,20 @@ def _shift(transcript: Transcript, offset: float, limit: float, floor: float) ->
     return segments
 
 
-def _stitch(
-    audio: np.ndarray, chunks: list[Chunk], parts: list[Transcript], language: str | None
-) -> Transcript:
+def _stitch(audio: np.ndarray, parts: list[tuple[Chunk, Transcript]], language: str | None) -> Transcript:
+    """One audio's transcript from its chunks' (in any order, a second pass's inside a first's)."""
     duration = audio.shape[0] / SAMPLE_RATE
     segments: list[SegmentTiming] = []
-    texts: list[str] = []
     spoken: Counter[str] = Counter()
-    for chunk, part in zip(chunks, parts, strict=True):
-        floor = segments[-1].start if segments else 0.0
-        limit = min(chunk.end / SAMPLE_RATE, duration)
-        segments.extend(_shift(part, chunk.start / SAMPLE_RATE, limit, floor))
-        if part.text.strip():
-            texts.append(part.text.strip())
+    for chunk, part in parts:
+        start = chunk.start / SAMPLE_RATE
+        segments.extend(_shift(part, start, min(chunk.end / SAMPLE_RATE, duration), start))
         if part.language:
             spoken[part.language] += chunk.end - chunk.start
+    segments.sort(key=lambda segment: segment.start)  # stable: a chunk's own order is kept
     detected = spoken.most_common(1)[0][0] if spoken else None
-    return Transcript(text=" ".join(texts), segments=segments, language=language or detected)
+    text = " ".join(segment.text.strip() for segment in segments if segment.text.strip())
+    return Transcript(text=text, segments=segments, language=language or detected)
 
 
 def _calls(durations: list[float], max_items: int, max_audio_s: float) -> list[list[int]]:
@@ -100,12 +98,43 @@ def transcribe_long(
         raise ValueError(f"{len(plans)} plans for {len(audios)} audios")
 
     flat = [(index, chunk) for index, plan in enumerate(plans) for chunk in plan]
-    # Similar lengths side by side: a batch pads to its longest member (NeMo) and Whisper's
-    # decoder finishes a batch when its longest text does.
+    results = _run(engine, audios, flat, max_items, limits.max_audio_s, language, word_timestamps)
+    # Speech the first pass skipped (coverage.missed_speech), once more on its own.
+    again = [
+        (index, missed)
+        for (index, chunk), result in zip(flat, results, strict=True)
+        for missed in missed_speech(chunk, result)
+    ]
+    retried = _run(engine, audios, again, max_items, limits.max_audio_s, language, word_timestamps)
+
+    parts: list[list[tuple[Chunk, Transcript]]] = [[] for _ in audios]
+    for (index, chunk), result in zip([*flat, *again], [*results, *retried], strict=True):
+        parts[index].append((chunk, result))
+    out: list[Transcript] = []
+    for index, plan in enumerate(plans):
+        if len(parts[index]) == 1 and plan[0].start == 0 and plan[0].end == audios[index].shape[0]:
+            out.append(parts[index][0][1])  # passed through whole: nothing to shift
+        else:
+            out.append(_stitch(audios[index], parts[index], language))
+    return out
+
+
+def _run(
+    engine: Engine,
+    audios: list[np.ndarray],
+    flat: list[tuple[int, Chunk]],
+    max_items: int,
+    max_audio_s: float,
+    language: str | None,
+    word_timestamps: bool,
+) -> list[Transcript]:
+    """Each (audio index, chunk) transcribed, in engine calls of similar lengths; in flat's order."""
+    # Similar lengths side by side: a batch pads to its longest member (NeMo), and a call's
+    # streams finish together (Whisper).
     order = sorted(range(len(flat)), key=lambda i: flat[i][1].end - flat[i][1].start)
     results: list[Transcript | None] = [None] * len(flat)
     sizes = [(flat[i][1].end - flat[i][1].start) / SAMPLE_RATE for i in order]
-    for picked_positions in _calls(sizes, max_items, limits.max_audio_s):
+    for picked_positions in _calls(sizes, max_items, max_audio_s):
         picked = [order[position] for position in picked_positions]
         batch = [audios[flat[i][0]][flat[i][1].start : flat[i][1].end] for i in picked]
         transcripts = engine.transcribe(batch, language=language, word_timestamps=word_timestamps)
@@ -113,14 +142,4 @@ def transcribe_long(
             raise RuntimeError(f"engine returned {len(transcripts)} transcripts for {len(batch)} audios")
         for i, transcript in zip(picked, transcripts, strict=True):
             results[i] = transcript
-
-    out: list[Transcript] = []
-    position = 0
-    for index, plan in enumerate(plans):
-        parts = [result for result in results[position : position + len(plan)] if result is not None]
-        position += len(plan)
-        if len(plan) == 1 and plan[0].start == 0 and plan[0].end == audios[index].shape[0]:
-            out.append(parts[0])  # passed through whole: nothing to shift
-        else:
-            out.append(_stitch(audios[index], plan, parts, language))
-    return out
+    return [result for result in results if result is not None]

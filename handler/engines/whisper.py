@@ -34,11 +34,12 @@ if TYPE_CHECKING:
 # Models are local folders; a hub lookup at run time would be a bug, so make it impossible.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-# Long audio reaches Whisper in chunks of at most this many seconds, cut in pauses. A 30 s window
-# that spans a change of speaker loses whole sentences (a multi-speaker join: 28 % WER at 30 s,
-# 8.5-10 % at 12-15 s, with tiny.en and base alike); one speaker's continuous reading is as good
-# at 15 s as at 30 s. The cost is about a quarter more encoder passes (docs/performance.md).
-WHISPER_MAX_CHUNK_S = 15.0
+# Long audio reaches Whisper in chunks of at most one 30 s window, cut at the longest pauses
+# (handler.chunking), with skipped speech transcribed again (handler.coverage). Measured on a
+# multi-speaker join, a continuous reading and German speech (docs/performance.md), 30 s chunks cut
+# this way beat 15 and 20 s on every case: what lost sentences at speaker changes was chunks filled
+# greedily up to the bound, which cut inside sentences, not the window's length.
+WHISPER_MAX_CHUNK_S = 30.0
 # Audios a call should carry per stream: enough that no stream idles while another finishes.
 AUDIOS_PER_STREAM = 16
 
