@@ -13,11 +13,15 @@ from typing import Any
 # URIs) in local test mode; INFO still shows the result. Read when runpod is imported, so set first.
 os.environ.setdefault("RUNPOD_LOG_LEVEL", "INFO")
 
-import runpod
+from handler.cpu_name import answer_cpuinfo_from_proc
 
-from handler.engines.registry import registry_from_env
-from handler.job import jobs_at_once, run_job
-from handler.parent_watch import watch_parent_from_env
+answer_cpuinfo_from_proc()  # before runpod's import, which would otherwise time the CPU for a second
+
+import runpod  # noqa: E402
+
+from handler.engines.registry import registry_from_env  # noqa: E402
+from handler.job import jobs_at_once, run_job  # noqa: E402
+from handler.parent_watch import watch_parent_from_env  # noqa: E402
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 # httpx logs every request's full URL at INFO: a presigned audio URL's query string is a credential.

@@ -82,3 +82,12 @@ def test_invalid_test_input_fails_with_invalid_input(bad: dict) -> None:
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1
     assert "invalid_input" in out and "Traceback" not in out
+
+
+def test_the_cpu_name_comes_from_proc_cpuinfo_without_timing_the_cpu(tmp_path: Path) -> None:
+    from handler.cpu_name import processor_name
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Test CPU @ 2.00GHz\n")
+    assert processor_name(info) == "Test CPU @ 2.00GHz"
+    assert processor_name(tmp_path / "missing") == "Unable to get processor info."
