@@ -16,5 +16,9 @@ class StageError(Exception):
         self.code = code
         self.message = message
 
+    def __reduce__(self) -> tuple[type[StageError], tuple[ErrorCode, str]]:
+        # Raised in a decoding process (handler.decode_pool) and re-raised here: it must pickle.
+        return (StageError, (self.code, self.message))
+
     def to_item_error(self) -> ItemError:
         return ItemError(code=self.code, message=self.message)

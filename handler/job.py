@@ -40,7 +40,7 @@ from stenopod.storage import ObjectStore, S3Credentials, StorageError, open_stor
 from .audio import AudioLimits, fetch_audio
 from .callback import post_item
 from .chunking import Chunk, chunk_bound
-from .decode import decode_audio
+from .decode_pool import DecodePool, default_processes
 from .engine_clock import EngineClock
 from .engine_gate import EngineGate
 from .engines.base import SAMPLE_RATE, BatchLimits, Engine, EngineError, Transcript
@@ -48,7 +48,7 @@ from .engines.registry import ModelUnavailable
 from .errors import StageError
 from .feed import Feed
 from .formats import CONTENT_TYPES, TranscriptDocument, render
-from .longform import plan_audio, transcribe_long
+from .longform import transcribe_long
 from .submission import claim_submission, record_submission_result
 
 log = logging.getLogger("stenopod.handler.job")
@@ -99,10 +99,21 @@ def jobs_at_once() -> int:
     return max(1, _env_int("STENOPOD_JOBS_AT_ONCE", 2))
 
 
+_DECODE_POOLS: dict[int, DecodePool] = {}
+
+
+def decode_pool(processes: int) -> DecodePool:
+    """The worker's decode pool of that many processes, shared by its jobs (started at first use)."""
+    if processes not in _DECODE_POOLS:
+        _DECODE_POOLS[processes] = DecodePool(processes)
+    return _DECODE_POOLS[processes]
+
+
 @dataclass(frozen=True)
 class JobSettings:
     batch_size: int | None = None  # None: the engine's own batch limits decide
     fetch_concurrency: int = 4
+    decode_processes: int = field(default_factory=default_processes)  # 0: decode in a thread
     max_inline_bytes: int = 10 * 1000**2
     allow_local_output: bool = False
     tmp_root: str | None = None  # None: the system temp dir
@@ -113,6 +124,7 @@ class JobSettings:
         return cls(
             batch_size=_env_batch_size(),
             fetch_concurrency=max(1, _env_int("STENOPOD_FETCH_CONCURRENCY", cls.fetch_concurrency)),
+            decode_processes=max(0, _env_int("STENOPOD_DECODE_PROCESSES", default_processes())),
             max_inline_bytes=_env_int("STENOPOD_MAX_INLINE_BYTES", cls.max_inline_bytes),
             allow_local_output=os.environ.get("STENOPOD_ALLOW_LOCAL_OUTPUT", "") == "1",
             tmp_root=os.environ.get("STENOPOD_TMP_DIR") or None,
@@ -245,11 +257,13 @@ class _JobRunner:
         self.engine_wait_s = 0.0
         self.first_input_s = 0.0
         self.last_output_s = 0.0
+        self.started = time.perf_counter()
         self.engine: Engine | None = None
         self.store: ObjectStore | None = None
         self.credentials: S3Credentials | None = None
 
     async def run(self, credentials: S3Credentials | None) -> dict[str, Any]:
+        self.started = time.perf_counter()
         self.credentials = credentials
         try:
             self.engine = self.registry.get(self.input.model)
@@ -343,7 +357,8 @@ class _JobRunner:
             self.items,
             functools.partial(self._prepare_one, tmp_dir),
             lambda item: item.audio.size / SAMPLE_RATE if item.audio is not None else 0.0,
-            concurrency=self.settings.fetch_concurrency,
+            # Enough items in preparation to keep every decoding process busy.
+            concurrency=max(self.settings.fetch_concurrency, self.settings.decode_processes),
             ahead_audio_s=limits.max_audio_s,
             ahead_items=limits.max_items,
         )
@@ -400,14 +415,18 @@ class _JobRunner:
             fetch = functools.partial(
                 fetch_audio, item.spec.audio, path, self.settings.limits, self.credentials
             )
-            await self._stage(item, "fetch", "fetched", fetch)
+            await self._stage(item, "fetch", "fetched", lambda: asyncio.to_thread(fetch))
             if item.ok:
-                decode = functools.partial(decode_audio, path, self.settings.limits.max_seconds)
-                item.audio = await self._stage(item, "decode", "decoded", decode)
-            if item.ok and item.audio is not None:
-                # Here, in the preparation thread, so engine calls never wait for the VAD.
-                plan = functools.partial(plan_audio, item.audio, chunk_bound(self.engine))
-                item.chunks = await self._stage(item, "plan", None, plan)
+                # Decoded and planned in a process of the decode pool: off the event loop, off the
+                # engine's threads, and on every core (handler.decode_pool).
+                pool = decode_pool(self.settings.decode_processes)
+                prepare = functools.partial(
+                    pool.prepare, path, self.settings.limits.max_seconds, chunk_bound(self.engine)
+                )
+                prepared = await self._stage(item, "decode", "decoded", prepare)
+                if prepared is not None:
+                    item.audio, item.chunks = prepared.audio, prepared.chunks
+                    item.result.timings.plan_s = round(prepared.plan_s, 3)
         except Exception:
             # Outside the stages (the temp file, say): still this item's error, never an "ok"
             # item without a transcript.
@@ -419,11 +438,11 @@ class _JobRunner:
         if item.ok and item.audio is not None:
             item.result.duration_s = round(item.audio.size / SAMPLE_RATE, 3)
 
-    async def _stage(self, item: _Item, timer: str, done: str | None, func: Callable[[], Any]) -> Any:
-        """Run a blocking stage in a thread, timing it and turning its failure into the item's error."""
+    async def _stage(self, item: _Item, timer: str, done: str, run: Callable[[], Awaitable[Any]]) -> Any:
+        """Await a stage, timing it and turning its failure into the item's error."""
         started = time.perf_counter()
         try:
-            value = await asyncio.to_thread(func)
+            value = await run()
         except StageError as error:
             item.fail(error.code, error.message)
             return None
@@ -433,8 +452,7 @@ class _JobRunner:
             return None
         finally:
             setattr(item.result.timings, f"{timer}_s", round(time.perf_counter() - started, 3))
-        if done is not None:
-            self._report(item, done)
+        self._report(item, done)
         return value
 
     async def _transcribe(self, batch: list[_Item]) -> None:
@@ -603,11 +621,15 @@ class _JobRunner:
         model = self.engine.model_id if self.engine is not None else self.input.model
         worker = None
         if self.engine is not None:
+            job_s = time.perf_counter() - self.started
             worker = {
                 "version": stenopod.__version__,
                 "engine": self.engine.engine_name,
                 "device": self.engine.device,
+                "job_s": round(job_s, 3),
                 "engine_busy_s": round(self.engine_busy_s, 3),
+                # The share of the job the engine was working: on a GPU, the share of billed time used.
+                "engine_busy_share": round(self.engine_busy_s / job_s, 3) if job_s > 0 else 0.0,
                 "engine_wait_s": round(self.engine_wait_s, 3),
                 "first_input_s": round(self.first_input_s, 3),
                 "last_output_s": round(self.last_output_s, 3),

@@ -1,10 +1,14 @@
-"""A test double engine for load tests of the queueing layers; never a real model."""
+"""Test double engines for load tests of the queueing layers and the GPU feed; never a real model."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
-from handler.engines.base import SAMPLE_RATE, Engine, SegmentTiming, Transcript, WordTiming
+from handler.engines.base import SAMPLE_RATE, BatchLimits, Engine, SegmentTiming, Transcript, WordTiming
+from handler.engines.gpu_memory import NEMO_BATCH_DEFAULT
+from handler.engines.parakeet import NemoEngine
 
 INSTANT_MODEL_ID = "instant-test-double"
 _WORDS = ("instant", "test", "transcript")
@@ -46,3 +50,37 @@ class InstantTestEngine(Engine):
             segments=[SegmentTiming(start=0.0, end=duration, text=text, words=words)],
             language=language,
         )
+
+
+PACED_MODEL_ID = "paced-test-double"
+
+
+class PacedTestEngine(InstantTestEngine):
+    """TEST DOUBLE: paces like Parakeet on a GPU, for measuring whether the pipeline keeps one busy.
+
+    Each call takes its audio's seconds / rtfx, sleeping (a GPU call holds no GIL either), with
+    Parakeet's batch limits and chunk bound, and answers as the instant engine does. Offered with
+    the instant one (STENOPOD_ENABLE_TEST_ENGINE=1); STENOPOD_TEST_ENGINE_RTFX sets its speed.
+    """
+
+    engine_name = "paced"
+    max_chunk_s = NemoEngine.max_chunk_s
+
+    def __init__(self, rtfx: float = 2000.0, model_id: str = PACED_MODEL_ID) -> None:
+        super().__init__(model_id)
+        if rtfx <= 0:
+            raise ValueError(f"rtfx must be positive, got {rtfx}")
+        self.rtfx = rtfx
+
+    def batch_limits(self) -> BatchLimits:
+        items = 4 * NEMO_BATCH_DEFAULT  # as NemoEngine.batch_limits() without a configured size
+        return BatchLimits(max_items=items, max_audio_s=items * 30.0)
+
+    def transcribe(
+        self,
+        audios: list[np.ndarray],
+        language: str | None = None,
+        word_timestamps: bool = False,
+    ) -> list[Transcript]:
+        time.sleep(sum(audio.shape[0] for audio in audios) / SAMPLE_RATE / self.rtfx)
+        return super().transcribe(audios, language, word_timestamps)

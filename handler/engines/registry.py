@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from handler.engines.base import Engine
-from handler.engines.instant import INSTANT_MODEL_ID, InstantTestEngine
+from handler.engines.instant import INSTANT_MODEL_ID, PACED_MODEL_ID, InstantTestEngine, PacedTestEngine
 from handler.engines.manifest import MANIFEST_NAME, read_manifest
 
 # Before any engine imports NeMo or faster-whisper: the hub is never contacted at run time.
@@ -28,7 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 log = logging.getLogger(__name__)
 
 DEV_MODEL_ID = "tiny.en"
-EngineKind = Literal["nemo", "whisper", "instant"]
+EngineKind = Literal["nemo", "whisper", "instant", "paced"]
 
 
 class ModelUnavailable(Exception):
@@ -53,6 +53,9 @@ class ModelSpec:
 def load_engine(spec: ModelSpec) -> Engine:
     if spec.engine == "instant":
         return InstantTestEngine(spec.model_id)
+    if spec.engine == "paced":
+        rtfx = os.environ.get("STENOPOD_TEST_ENGINE_RTFX", "").strip()
+        return PacedTestEngine(float(rtfx) if rtfx else 2000.0, spec.model_id)
     if spec.path is None:
         raise ValueError(f"model {spec.model_id!r} has no path")
     if spec.engine == "nemo":
@@ -150,6 +153,7 @@ def registry_from_env() -> EngineRegistry:
 
     if os.environ.get("STENOPOD_ENABLE_TEST_ENGINE") == "1":
         specs.append(ModelSpec(INSTANT_MODEL_ID, "instant"))
+        specs.append(ModelSpec(PACED_MODEL_ID, "paced"))
 
     default = os.environ.get("STENOPOD_DEFAULT_MODEL", "").strip() or default
     return EngineRegistry(specs, default)

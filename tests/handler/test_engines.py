@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,8 +13,9 @@ import numpy as np
 import pytest
 
 from handler.engines.base import SAMPLE_RATE, Engine, SegmentTiming, Transcript, WordTiming
-from handler.engines.instant import INSTANT_MODEL_ID, InstantTestEngine
+from handler.engines.instant import INSTANT_MODEL_ID, PACED_MODEL_ID, InstantTestEngine, PacedTestEngine
 from handler.engines.manifest import Manifest, ModelEntry, write_manifest
+from handler.engines.parakeet import NemoEngine
 from handler.engines.registry import EngineRegistry, ModelUnavailable, registry_from_env
 
 JFK_PHRASE = "ask not what your country can do for you"
@@ -313,7 +315,7 @@ def test_instant_engine_only_with_env_switch(clean_env: pytest.MonkeyPatch) -> N
 
     clean_env.setenv("STENOPOD_ENABLE_TEST_ENGINE", "1")
     registry = registry_from_env()
-    assert registry.available() == ["tiny.en", INSTANT_MODEL_ID]
+    assert registry.available() == ["tiny.en", INSTANT_MODEL_ID, PACED_MODEL_ID]
     assert registry.default_model() == "tiny.en"
     engine = registry.get(INSTANT_MODEL_ID)
     assert isinstance(engine, InstantTestEngine)
@@ -325,6 +327,20 @@ def test_instant_engine_only_with_env_switch(clean_env: pytest.MonkeyPatch) -> N
     assert transcript.language == "de"
     assert [segment.end for segment in transcript.segments] == [3.0]
     assert_well_formed(transcript, 3.0, words_expected=True)
+
+
+def test_the_paced_engine_takes_audio_seconds_over_rtfx_with_parakeets_limits(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    clean_env.setenv("STENOPOD_ENABLE_TEST_ENGINE", "1")
+    clean_env.setenv("STENOPOD_TEST_ENGINE_RTFX", "100")
+    engine = registry_from_env().get(PACED_MODEL_ID)
+    assert isinstance(engine, PacedTestEngine) and "test double" in (PacedTestEngine.__doc__ or "").lower()
+    assert engine.max_chunk_s == NemoEngine.max_chunk_s
+    started = time.perf_counter()
+    transcripts = engine.transcribe([np.zeros(20 * SAMPLE_RATE, dtype=np.float32)] * 2)
+    assert 0.4 <= time.perf_counter() - started < 2.0  # 40 s of audio at 100x
+    assert len(transcripts) == 2 and transcripts[0].segments[0].end == 20.0
 
 
 def test_default_and_restriction_from_env(clean_env: pytest.MonkeyPatch, models_dir: Path) -> None:

@@ -1,0 +1,92 @@
+"""Decoding and chunk planning in processes of their own, one per core.
+
+Decoding holds the GIL for most of its time (PyAV's frame loop, the downmix): two threads decoded
+two podcasts more slowly than one did. A GPU worker must decode every second it transcribes, on
+every core RunPod gives it, so an item's audio is decoded, and its chunks planned, in a process of
+this pool; the job's event loop and the engine's threads stay free. The samples come back pickled
+(about 50 ms for an hour of audio).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .chunking import Chunk, plan_audio
+from .decode import decode_audio
+
+
+@dataclass
+class Prepared:
+    """An item's decoded audio, where the engine call will cut it, and what each step took."""
+
+    audio: np.ndarray
+    chunks: list[Chunk]
+    decode_s: float
+    plan_s: float
+
+
+def prepare_audio(path: str, max_seconds: float, bound: float | None) -> Prepared:
+    """Decode path and plan its chunks (runs in a pool process)."""
+    started = time.perf_counter()
+    audio = decode_audio(Path(path), max_seconds)
+    decoded = time.perf_counter()
+    chunks = plan_audio(audio, bound)
+    return Prepared(audio, chunks, decoded - started, time.perf_counter() - decoded)
+
+
+def default_processes() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+class DecodePool:
+    """A pool of decoding processes, started at its first use and shared by the worker's jobs.
+
+    processes=0 decodes in a thread of this process instead (a worker with one core gains nothing
+    from another process).
+    """
+
+    def __init__(self, processes: int | None = None) -> None:
+        self.processes = default_processes() if processes is None else processes
+        self._executor: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _pool(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                # spawn, not fork: the worker has model threads (CTranslate2, torch) a fork would
+                # copy in whatever state they are.
+                context = multiprocessing.get_context("spawn")
+                self._executor = ProcessPoolExecutor(self.processes, mp_context=context)
+            return self._executor
+
+    async def prepare(self, path: Path, max_seconds: float, bound: float | None) -> Prepared:
+        if self.processes == 0:
+            return await asyncio.to_thread(prepare_audio, str(path), max_seconds, bound)
+        pool = self._pool()
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(pool, prepare_audio, str(path), max_seconds, bound)
+        except BrokenProcessPool:
+            # A decoding process died (out of memory on a huge file, say): this item fails, and
+            # the next one gets a fresh pool.
+            with self._lock:
+                if self._executor is pool:
+                    self._executor = None
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+    def shutdown(self) -> None:
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
