@@ -1,6 +1,6 @@
 """The worker's entry point: `python -m handler` (RunPod runs this; --test_input for local tests).
 
-Models load here, at import, so the cost is paid once per worker at cold start and never per job.
+Models load here, at start-up, so the cost is paid once per worker at cold start and never per job.
 """
 
 from __future__ import annotations
@@ -19,24 +19,34 @@ answer_cpuinfo_from_proc()  # before runpod's import, which would otherwise time
 
 import runpod  # noqa: E402
 
-from handler.engines.registry import registry_from_env  # noqa: E402
-from handler.job import jobs_at_once, run_job  # noqa: E402
+from handler.engines.registry import EngineRegistry, registry_from_env  # noqa: E402
+from handler.job import JobSettings, decode_pool, jobs_at_once, run_job  # noqa: E402
 from handler.parent_watch import watch_parent_from_env  # noqa: E402
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 # httpx logs every request's full URL at INFO: a presigned audio URL's query string is a credential.
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
-# Under a local endpoint: end with it (a no-op on RunPod, where the variable is never set).
-watch_parent_from_env()
-REGISTRY = registry_from_env()
-REGISTRY.load_all()  # includes each engine's smoke test: a broken GPU or model fails here
+# Loaded in main(), not at import: the decode pool's processes (spawned) import this module too,
+# as __mp_main__, and must not load the models again.
+REGISTRY: EngineRegistry | None = None
 
 
 async def handler(job: dict[str, Any]) -> dict[str, Any]:
+    assert REGISTRY is not None
     return await run_job(job, REGISTRY)
 
 
-if __name__ == "__main__":
+def main() -> None:
+    global REGISTRY
+    # Under a local endpoint: end with it (a no-op on RunPod, where the variable is never set).
+    watch_parent_from_env()
+    REGISTRY = registry_from_env()
+    REGISTRY.load_all()  # includes each engine's smoke test: a broken GPU or model fails here
+    decode_pool(JobSettings.from_env().decode_processes).start()
     concurrency = jobs_at_once()
     runpod.serverless.start({"handler": handler, "concurrency_modifier": lambda current: concurrency})
+
+
+if __name__ == "__main__":
+    main()

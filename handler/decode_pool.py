@@ -10,19 +10,26 @@ this pool; the job's event loop and the engine's threads stay free. The samples 
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
 from .chunking import Chunk, plan_audio
-from .decode import decode_audio
+from .decode import SAMPLE_RATE, decode_audio, too_long
+from .decode_segments import Layout, SeamMismatch, decode_stretch, join_stretches, plan_segments
+
+log = logging.getLogger("stenopod.handler.decode_pool")
+T = TypeVar("T")
 
 
 @dataclass
@@ -42,6 +49,15 @@ def prepare_audio(path: str, max_seconds: float, bound: float | None) -> Prepare
     decoded = time.perf_counter()
     chunks = plan_audio(audio, bound)
     return Prepared(audio, chunks, decoded - started, time.perf_counter() - decoded)
+
+
+def _warm() -> None:
+    """Load what decoding and planning use, so a job's first item does not wait for it."""
+    import av  # noqa: F401
+    import soxr  # noqa: F401
+    from faster_whisper.vad import get_vad_model
+
+    get_vad_model()
 
 
 def default_processes() -> int:
@@ -69,13 +85,47 @@ class DecodePool:
                 self._executor = ProcessPoolExecutor(self.processes, mp_context=context)
             return self._executor
 
+    def start(self) -> None:
+        """Start every process and load its libraries now (at worker start), not in a job."""
+        if self.processes > 0:
+            pool = self._pool()
+            for future in [pool.submit(_warm) for _ in range(self.processes)]:
+                future.result()
+
     async def prepare(self, path: Path, max_seconds: float, bound: float | None) -> Prepared:
+        """Decode and plan one file: a long one in stretches on several processes at once."""
+        layout = await asyncio.to_thread(plan_segments, path)
+        if layout is not None:
+            try:
+                return await self._prepare_in_stretches(path, layout, max_seconds, bound)
+            except SeamMismatch as error:
+                log.info("%s: decoding in one pass (%s)", path.name, error)
+        return await self._run(prepare_audio, str(path), max_seconds, bound)
+
+    async def _prepare_in_stretches(
+        self, path: Path, layout: Layout, max_seconds: float, bound: float | None
+    ) -> Prepared:
+        if layout.seconds > max_seconds:
+            raise too_long(layout.seconds, max_seconds)
+        started = time.perf_counter()
+        stretches = await asyncio.gather(
+            *(self._run(decode_stretch, str(path), layout, index) for index in range(len(layout.starts)))
+        )
+        audio = join_stretches(list(stretches))
+        if audio.size > max_seconds * SAMPLE_RATE:
+            raise too_long(audio.size / SAMPLE_RATE, max_seconds)
+        decoded = time.perf_counter()
+        chunks = await asyncio.to_thread(plan_audio, audio, bound)
+        return Prepared(audio, chunks, decoded - started, time.perf_counter() - decoded)
+
+    async def _run(self, func: Callable[..., T], *args: Any) -> T:
+        """func(*args) in a pool process (in a thread when the pool has none)."""
         if self.processes == 0:
-            return await asyncio.to_thread(prepare_audio, str(path), max_seconds, bound)
+            return await asyncio.to_thread(func, *args)
         pool = self._pool()
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(pool, prepare_audio, str(path), max_seconds, bound)
+            return await loop.run_in_executor(pool, func, *args)
         except BrokenProcessPool:
             # A decoding process died (out of memory on a huge file, say): this item fails, and
             # the next one gets a fresh pool.

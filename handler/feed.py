@@ -90,15 +90,21 @@ class Feed(Generic[ItemT]):
         # run ahead of it.
         self._fill()
 
-    async def take(self, max_items: int, max_audio_s: float) -> list[ItemT]:
+    async def take(
+        self, max_items: int, max_audio_s: float, take_any: Callable[[], bool] = lambda: False
+    ) -> list[ItemT]:
         """The next batch: waits until max_items or max_audio_s of prepared items are ready (or
-        nothing more is coming), then takes ready items up to those limits, at least one. An
-        empty list means every item was handed out."""
+        nothing more is coming, or take_any() says whatever is ready will do: the engine is idle),
+        then takes ready items up to those limits, at least one. An empty list means every item
+        was handed out. Call wake() when take_any's answer may have changed."""
         while True:
             self._fill()
             done_preparing = self._next >= len(self._items) and not self._running
             if self._ready and (
-                done_preparing or len(self._ready) >= max_items or self._ready_s() >= max_audio_s
+                done_preparing
+                or len(self._ready) >= max_items
+                or self._ready_s() >= max_audio_s
+                or take_any()
             ):
                 break
             if done_preparing:
@@ -118,6 +124,10 @@ class Feed(Generic[ItemT]):
         self._fill()
         # In the job's order, so answers, callbacks and writes follow the input.
         return [item for _, item in picked]
+
+    def wake(self) -> None:
+        """Look again at what take() waits for (an engine call ended)."""
+        self._changed.set()
 
     async def close(self) -> None:
         """Stop preparing (a cancelled job must not leave fetches running after its answer)."""

@@ -79,9 +79,7 @@ def _env_batch_size() -> int | None:
     return configured if configured > 0 else None
 
 
-# The first engine call of a job carries this fraction of a full call's audio, and this many
-# engine calls may run at once (see _pipeline).
-FIRST_BATCH_SHARE = 4
+# Engine calls a job may have at once (see _pipeline).
 ENGINE_CALLS_IN_FLIGHT = 2
 # Engine calls in flight across all the jobs this worker runs at once (handler/__main__.py takes
 # the next job while one runs, so its fetches overlap this one's inference).
@@ -336,23 +334,19 @@ class _JobRunner:
         """Batch by batch, overlapped so the engine does not wait on the network or the store.
 
         Items are fetched and decoded ahead (handler.feed) while the engine transcribes, and each
-        batch is written while the engine works on the next. Each engine call is filled up to the
-        engine's batch limits in audio seconds, except the first, FIRST_BATCH_SHARE of that in
-        audio, so the engine starts as soon as a little audio is there instead of waiting for a
-        full call's worth of fetches (a smaller first call measured 12 % slower on the benchmark:
-        two half-filled calls pack worse). Up to ENGINE_CALLS_IN_FLIGHT calls run at once, so a
-        call's fetches and CPU-side work overlap the tail of the one before instead of waiting
-        for it. Memory holds those calls plus one call's worth of audio prepared ahead. Long
-        audio is planned into chunks while it is prepared (handler.chunking), so the engine call
-        only transcribes.
+        batch is written while the engine works on the next. While a call runs, the next one is
+        filled up to the engine's batch limits in audio seconds; an engine with no call takes
+        whatever is ready, since an idle GPU waiting for a full batch is billed time lost. Up to
+        ENGINE_CALLS_IN_FLIGHT calls run at once, so a call's CPU-side work overlaps the tail of
+        the one before. Memory holds those calls plus one call's worth of audio prepared ahead.
+        Long audio is planned into chunks while it is prepared (handler.decode_pool), so the
+        engine call only transcribes.
 
         engine_wait_s records how long the engine sat with no call while the job still had items
         (waiting for input); first_input_s the fetch before the engine had its first audio;
-        last_output_s the writes after the last call,
-        which nothing overlaps. Their sum is the input/output on the critical path (critical_io_s).
+        last_output_s the writes after the last call, which nothing overlaps. Their sum is the input/output on the critical path (critical_io_s).
         """
         limits = self._batch_limits()
-        first = BatchLimits(limits.max_items, limits.max_audio_s / FIRST_BATCH_SHARE)
         feed: Feed[_Item] = Feed(
             self.items,
             functools.partial(self._prepare_one, tmp_dir),
@@ -379,18 +373,21 @@ class _JobRunner:
             writes.append(asyncio.ensure_future(self._finish(batch)))
 
         try:
-            wanted = first
             while True:
                 if len(calls) >= ENGINE_CALLS_IN_FLIGHT:
-                    finished, pending = await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED)
-                    calls = set(pending)
+                    finished, _ = await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED)
+                    calls.difference_update(finished)
                     for task in finished:
                         task.result()  # an unexpected failure ends the job as it did with one call
-                batch = await feed.take(wanted.max_items, wanted.max_audio_s)
+                # An idle engine takes whatever is ready; a busy one's next call waits to be full.
+                batch = await feed.take(
+                    limits.max_items, limits.max_audio_s, take_any=lambda: all(call.done() for call in calls)
+                )
                 if not batch:
                     break
-                wanted = limits
-                calls.add(asyncio.ensure_future(transcribe_then_write(batch)))
+                call = asyncio.ensure_future(transcribe_then_write(batch))
+                call.add_done_callback(lambda _: feed.wake())
+                calls.add(call)
             await asyncio.gather(*calls)
             tail = time.perf_counter()
             await asyncio.gather(*writes)

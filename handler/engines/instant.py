@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -71,6 +72,7 @@ class PacedTestEngine(InstantTestEngine):
         if rtfx <= 0:
             raise ValueError(f"rtfx must be positive, got {rtfx}")
         self.rtfx = rtfx
+        self._gpu = threading.Lock()  # one GPU: calls run one after another, as NemoEngine's do
 
     def batch_limits(self) -> BatchLimits:
         items = 4 * NEMO_BATCH_DEFAULT  # as NemoEngine.batch_limits() without a configured size
@@ -82,5 +84,6 @@ class PacedTestEngine(InstantTestEngine):
         language: str | None = None,
         word_timestamps: bool = False,
     ) -> list[Transcript]:
-        time.sleep(sum(audio.shape[0] for audio in audios) / SAMPLE_RATE / self.rtfx)
+        with self._gpu:
+            time.sleep(sum(audio.shape[0] for audio in audios) / SAMPLE_RATE / self.rtfx)
         return super().transcribe(audios, language, word_timestamps)

@@ -211,5 +211,3 @@ def test_direct_frames_match_the_resampler(
     decoded = decode_audio(path, 3600)
     assert decoded.dtype == np.float32
     assert np.array_equal(decoded, _resampled_everywhere(path))
-
-

@@ -125,3 +125,23 @@ def test_close_cancels_preparation_in_flight() -> None:
 
     asyncio.run(take_then_close())
     assert started and not any(clip.prepared for clip in clips)
+
+
+def test_an_idle_engine_takes_whatever_is_ready_and_a_busy_one_waits_for_a_full_batch() -> None:
+    clips = [Clip("quick", 10, delay_s=0.0), Clip("slow", 10, delay_s=0.3)]
+
+    async def scenario(idle: bool) -> tuple[list[str], float]:
+        feed, _ = _feed(clips)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        batch = await feed.take(2, 1000.0, take_any=lambda: idle)
+        taken_after = loop.time() - started
+        await feed.close()
+        return [clip.name for clip in batch], taken_after
+
+    names, after = asyncio.run(scenario(idle=True))
+    assert names == ["quick"] and after < 0.2
+    for clip in clips:
+        clip.prepared = False
+    names, after = asyncio.run(scenario(idle=False))
+    assert names == ["quick", "slow"] and after >= 0.25

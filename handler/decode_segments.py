@@ -1,0 +1,156 @@
+"""A long recording decoded as fixed stretches, each in its own process, joined exactly.
+
+A GPU worker's job of a few hour-long podcasts would otherwise wait for one core to decode a whole
+file before the engine hears its first second. So a file longer than two SEGMENT_S is cut, by time,
+into stretches of SEGMENT_S (fixed by the file alone: the same samples on any machine, whatever
+its core count); each is decoded in a decode-pool process from a seek WARMUP_S before its start
+(the decoder's look-back: mp3's bit reservoir, the codec's overlap), and resampled to 16 kHz with
+PAD of margin on both sides. Each stretch also decodes CHECK beyond its end; where that differs from
+the next stretch's own start the container's seeking is not sample-exact (a VBR mp3 without a seek
+table), and the file is decoded start to end instead (SeamMismatch).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .decode import SAMPLE_RATE, frame_kind, to_mono
+
+SEGMENT_S = 120.0
+WARMUP_S = 1.0
+PAD_S = 0.05  # the resampler's margin: its filter reaches a few ms around each sample
+CHECK_S = 0.1
+SEAM_TOLERANCE = 1e-4  # two decodes of the same frames agree to float rounding
+
+
+class SeamMismatch(Exception):
+    """The stretches do not line up sample for sample: decode the file in one pass instead."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a file's stretches start, in samples at its own rate."""
+
+    rate: int
+    seconds: float  # as the container declares it
+    starts: tuple[int, ...]  # the first is 0; the last stretch runs to the end of the file
+    pad: int  # source samples of margin: a whole number of 16 kHz samples
+    check: int
+
+
+def plan_segments(path: Path) -> Layout | None:
+    """The stretches of a file worth decoding in parallel; None for a short or unusual file."""
+    import av
+
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                return None
+            stream = container.streams.audio[0]
+            rate = int(stream.rate or 0)
+            if stream.duration is None or stream.time_base is None or rate <= 0:
+                return None
+            seconds = float(stream.duration * stream.time_base)
+    except (av.FFmpegError, UnicodeDecodeError, ValueError):
+        return None
+    if seconds < 2 * SEGMENT_S:
+        return None
+    # A unit of source samples that is a whole number of 16 kHz samples: cuts fall on both grids.
+    unit = rate // math.gcd(rate, SAMPLE_RATE)
+    step = max(1, round(SEGMENT_S * rate / unit)) * unit
+    count = int(seconds * rate) // step
+    pad = math.ceil(PAD_S * rate / unit) * unit
+    return Layout(
+        rate, seconds, tuple(index * step for index in range(count)), pad, math.ceil(CHECK_S * rate)
+    )
+
+
+@dataclass
+class Stretch:
+    """One stretch at 16 kHz, and the source samples around its two seams, to check them."""
+
+    samples: np.ndarray
+    head: np.ndarray  # [start - pad, start + pad + check) at the source rate (empty for the first)
+    tail: np.ndarray  # [end - pad, end + pad + check) (empty for the last)
+
+
+def decode_stretch(path: str, layout: Layout, index: int) -> Stretch:
+    """Stretch `index` of the file, decoded and resampled. Runs in a decode-pool process."""
+    import soxr
+
+    start = layout.starts[index]
+    last = index == len(layout.starts) - 1
+    lo = max(0, start - layout.pad)
+    source = _decode_range(
+        path, layout, start, lo, None if last else layout.starts[index + 1] + layout.pad + layout.check
+    )
+    resampled = soxr.resample(source, layout.rate, SAMPLE_RATE, quality="HQ")
+    skip = (start - lo) * SAMPLE_RATE // layout.rate
+    seam = (start - lo) + layout.pad + layout.check
+    if last:
+        return Stretch(
+            resampled[skip:].astype(np.float32, copy=False), source[: seam if index else 0], source[:0]
+        )
+    end = layout.starts[index + 1]
+    keep = (end - start) * SAMPLE_RATE // layout.rate
+    return Stretch(
+        resampled[skip : skip + keep].astype(np.float32, copy=False),
+        source[: seam if index else 0],
+        source[end - layout.pad - lo :],
+    )
+
+
+def _decode_range(path: str, layout: Layout, start: int, lo: int, hi: int | None) -> np.ndarray:
+    """Mono source samples [lo, hi) (hi None: to the end), decoding from a seek before start."""
+    import av
+
+    raw: list[np.ndarray] = []  # frames from the first one holding sample lo
+    kind: tuple[str, int, int] | None = None
+    first_kept = None  # the source index of raw's first sample
+    position = None  # the source index after the last frame kept
+    with av.open(path, metadata_errors="ignore") as container:
+        stream = container.streams.audio[0]
+        # Positions count from the stream's first sample (an mp3's first frame starts after the
+        # encoder's delay, not at 0), as a decode from the start would.
+        origin = stream.start_time or 0
+        if start > 0:
+            seek_s = max(0.0, start / layout.rate - WARMUP_S)
+            container.seek(origin + int(seek_s / stream.time_base), stream=stream, backward=True)
+        # Integer arithmetic: a Fraction product per 26 ms frame costs as much as decoding it.
+        numerator, denominator = stream.time_base.numerator * layout.rate, stream.time_base.denominator
+        for frame in container.decode(stream):
+            this_kind = frame_kind(frame)
+            if frame.pts is None or (kind is not None and this_kind != kind):
+                raise SeamMismatch("a frame without a position, or of another format")
+            first = ((frame.pts - origin) * numerator * 2 + denominator) // (2 * denominator)
+            if first + frame.samples <= lo:
+                continue  # warm-up, before the stretch
+            if position is None:
+                if first > lo:
+                    raise SeamMismatch(f"samples {lo}..{first} missing after the seek")
+                first_kept, kind = first, this_kind
+            elif first != position:
+                raise SeamMismatch(f"frames not contiguous at sample {position}")
+            raw.append(frame.to_ndarray())
+            position = first + frame.samples
+            if hi is not None and position >= hi:
+                break
+    if kind is None or first_kept is None or position is None or kind[2] != layout.rate:
+        raise SeamMismatch("nothing decoded, or at another rate")
+    if hi is not None and position < hi:
+        raise SeamMismatch("the file ended before its declared length")
+    samples = to_mono(raw, kind)[lo - first_kept :]
+    return samples if hi is None else samples[: hi - lo]
+
+
+def join_stretches(stretches: list[Stretch]) -> np.ndarray:
+    """The stretches joined, after checking that neighbours decoded their seam alike."""
+    for index, (before, after) in enumerate(zip(stretches, stretches[1:], strict=False)):
+        mine, theirs = before.tail, after.head
+        if mine.size != theirs.size or np.max(np.abs(mine - theirs), initial=0.0) > SEAM_TOLERANCE:
+            raise SeamMismatch(f"stretches {index} and {index + 1} disagree at their seam")
+    return np.concatenate([stretch.samples for stretch in stretches])
