@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.setup.stamp
 SETUP_INPUTS := pyproject.toml requirements-dev.txt builder/requirements-worker.txt builder/constraints.txt
 
-.PHONY: setup test lint demo bench schema freeze clean
+.PHONY: setup test lint demo bench eval schema freeze clean
 
 setup: $(STAMP)
 
@@ -31,8 +31,13 @@ test: setup lint
 demo: setup
 	$(VENV)/bin/stenopod transcribe examples/audio --output examples/out --formats json,txt,srt,vtt
 
-bench: setup
-	$(PY) -m bench.run
+# Accuracy and user-visible speed against the plain faster-whisper loop and BatchedInferencePipeline.
+eval: setup
+	$(PY) -m bench.eval
+
+# eval, then whether the worker's own pipeline keeps a Parakeet-speed engine busy (bench/gpu_feed.py).
+bench: eval
+	$(PY) -m bench.gpu_feed
 
 schema: setup
 	$(VENV)/bin/stenopod schema --all > docs/schema.json

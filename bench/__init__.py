@@ -1,1 +1,1 @@
-"""`make bench`: throughput and accuracy of the worker on this machine (python -m bench.run)."""
+"""`make bench`: accuracy against the plain loop (bench.eval) and the GPU feed (bench.gpu_feed) on this machine."""

@@ -137,13 +137,11 @@ def ffmpeg_rate(paths: list[Path], processes: int) -> float:
     return audio_seconds(paths) / (time.perf_counter() - started)
 
 
-def run_one_job(paths: list[Path], rtfx: float) -> dict[str, Any]:
-    """One job of all paths through the worker's pipeline with a test-double engine (in this process)."""
+def run_one_job(paths: list[Path], engine: Any) -> dict[str, Any]:
+    """One job of all paths through the worker's pipeline with this engine (in this process)."""
     os.environ["STENOPOD_ALLOW_PRIVATE_URLS"] = "1"  # the loopback file server below
-    from handler.engines.instant import PacedTestEngine
     from handler.job import JobSettings, decode_pool, run_job
 
-    engine = PacedTestEngine(rtfx)
     decode_pool(JobSettings.from_env().decode_processes).start()  # as the worker does at its start
 
     class Registry:
@@ -219,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     workloads = build()
     if args.job:
-        print(json.dumps(run_one_job(workloads[args.job], ENGINES[args.engine])))
+        from handler.engines.instant import PacedTestEngine
+
+        print(json.dumps(run_one_job(workloads[args.job], PacedTestEngine(ENGINES[args.engine]))))
         return 0
     cores = os.cpu_count() or 1
     table: dict[str, Any] = {"cores": cores}

@@ -181,6 +181,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--speech", type=Path, help="a 16 kHz mono 16-bit WAV of speech (default: the corpus)"
     )
+    parser.add_argument(
+        "--no-feed",
+        action="store_true",
+        help="skip the podcast workload (bench.gpu_feed) through this engine, with its busy share",
+    )
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK_DIR)
     parser.add_argument("--out", type=Path, default=Path("bench/parakeet_size.json"))
     args = parser.parse_args(argv)
@@ -209,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
 
     rows: list[dict[str, Any]] = []
     long_rows: list[dict[str, Any]] = []
+    feed_rows: list[dict[str, Any]] = []
     result = {
         "command": " ".join(["python -m bench.parakeet_size", *(sys.argv[1:] if argv is None else argv)]),
         "device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu",
@@ -219,6 +225,7 @@ def main(argv: list[str] | None = None) -> None:
         "estimate_bytes_per_audio_s": NEMO_BYTES_PER_AUDIO_S,
         "rows": rows,
         "long_rows": long_rows,
+        "feed_rows": feed_rows,
     }
 
     def record(into: list[dict[str, Any]], key: dict[str, Any], run: Any) -> None:
@@ -238,6 +245,17 @@ def main(argv: list[str] | None = None) -> None:
     for seconds in args.long:
         audio = _long_audio(recording, seconds)
         record(long_rows, {"long_audio_s": seconds}, functools.partial(measure_long, engine, audio))
+
+    if not args.no_feed:
+        # The worker's whole pipeline (fetch, decode, plan, engine) on 3 podcast-like mp3s: how busy
+        # this GPU stays behind this host's CPUs (engine_busy_share), the question bench.gpu_feed
+        # answers with a paced test double elsewhere.
+        from bench.gpu_feed import build, run_one_job
+
+        def feed() -> dict[str, Any]:
+            return {"workload": "podcast", **run_one_job(build()["podcast"], engine)}
+
+        record(feed_rows, {"workload": "podcast"}, feed)
 
     print(f"\n{'batch':>5} {'RTFx':>8} {'encoder RTFx':>13} {'GPU peak GiB':>13} {'B per batch audio-s':>20}")
     for row in rows:
