@@ -413,7 +413,7 @@ def test_model_unavailable_lists_the_available_models(data_dir: Path) -> None:
 
 
 class SlowFirstCallTestEngine(TestDoubleEngine):
-    """TEST DOUBLE: the first call takes 0.3 s, so the items after it are ready as one batch."""
+    """TEST DOUBLE: the first call takes 1 s, so the items after it are ready as one batch."""
 
     __test__ = False
 
@@ -421,11 +421,15 @@ class SlowFirstCallTestEngine(TestDoubleEngine):
         self, audios: list[np.ndarray], language: str | None = None, word_timestamps: bool = False
     ) -> list[Transcript]:
         if not self.batches:
-            time.sleep(0.3)
+            time.sleep(1.0)
         return super().transcribe(audios, language, word_timestamps)
 
 
-def test_inference_failure_is_isolated_to_the_bad_item() -> None:
+def test_inference_failure_is_isolated_to_the_bad_item(monkeypatch: pytest.MonkeyPatch) -> None:
+    # One item prepared at a time, in order: the first call takes "a" alone (and takes 1 s), the
+    # next takes the three others, the poisoned one among them, in one batch.
+    monkeypatch.setenv("STENOPOD_DECODE_PROCESSES", "0")
+    monkeypatch.setenv("STENOPOD_FETCH_CONCURRENCY", "1")
     registry = TestDoubleRegistry(SlowFirstCallTestEngine())
     good = wav_uri(16_000)
     poison = wav_uri(POISON_SAMPLES)
@@ -436,7 +440,7 @@ def test_inference_failure_is_isolated_to_the_bad_item() -> None:
     # The poisoned batch failed whole, then each of its items was tried alone.
     batches = registry.engine.batches
     poisoned = [batch for batch in batches if POISON_SAMPLES in batch]
-    assert len(poisoned[0]) > 1 and poisoned[-1] == [POISON_SAMPLES]
+    assert len(poisoned[0]) > 1 and poisoned[-1] == [POISON_SAMPLES], batches
     assert (
         sum(batch.count(16_000) for batch in batches[batches.index(poisoned[0]) + 1 :])
         >= len(poisoned[0]) - 1
