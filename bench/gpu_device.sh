@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs ON the lent GPU machine, as the device tool's one command (see bench/gpu_kit.py):
-#   run(command="bash bench/gpu_device.sh", carry=[".whl", "bench/work/gpu"], timeout_s=540)
+# Runs ON an offline GPU host, with the wheels and speech bench/gpu_kit.py packed beside the repository:
+#   bash bench/gpu_device.sh
 # Installs the carried wheels beside the image's PyTorch, says what the machine has, and runs
 # bench.parakeet_size at Parakeet TDT 0.6B v3's full size. Everything lands in $OUT (device.log,
 # parakeet_size.json), which comes back even when a step fails or the time runs out.

@@ -140,9 +140,14 @@ def ffmpeg_rate(paths: list[Path], processes: int) -> float:
 def run_one_job(paths: list[Path], engine: Any) -> dict[str, Any]:
     """One job of all paths through the worker's pipeline with this engine (in this process)."""
     os.environ["STENOPOD_ALLOW_PRIVATE_URLS"] = "1"  # the loopback file server below
-    from handler.job import JobSettings, decode_pool, run_job
+    from handler.decode_pool import shared_pool
+    from handler.job import run_job
+    from handler.settings import JobSettings, decode_processes_for
 
-    decode_pool(JobSettings.from_env().decode_processes).start()  # as the worker does at its start
+    # The paced engine stands for a GPU: decode on every core, as a GPU worker does, pool started
+    # before the job as the worker starts it with itself.
+    os.environ.setdefault("STENOPOD_DECODE_PROCESSES", str(os.cpu_count() or 1))
+    shared_pool(decode_processes_for(JobSettings.from_env(), "cuda")).start()
 
     class Registry:
         def get(self, model_id: str | None) -> Any:

@@ -1,26 +1,23 @@
-"""`python -m bench.gpu_kit`: pack what the Parakeet GPU benchmark needs to travel to the lent GPU.
+"""`python -m bench.gpu_kit`: pack what the Parakeet GPU benchmark needs for an offline GPU host.
 
-The GPU machine this workplace lends (one H200, through the `device` tool) has Python 3.12 and
-PyTorch, but no NeMo, and nothing can be installed there from a registry: NeMo and every package
-of its that the image lacks must travel as wheels beside the working tree, 64 MiB a call in all.
-Device time is short (15 minutes a task, machine start included), so everything is prepared
-here and the device runs one script, bench/gpu_device.sh:
+A GPU host with Python (3.12 by default) and a CUDA build of PyTorch, but without NeMo and without
+access to a package registry, can still run bench.parakeet_size: NeMo and every package of its
+that such a host lacks travel as wheels beside the working tree, and one script runs there:
 
     python -m bench.gpu_kit                    # here: wheels into .whl/, speech into bench/work/gpu/
-    # then, with the device tool:
-    #   run(command="bash bench/gpu_device.sh", carry=[".whl", "bench/work/gpu"], timeout_s=540)
+    # copy the repository with .whl/ and bench/work/gpu/ to the GPU host, then there:
+    bash bench/gpu_device.sh                   # results in $OUT: device.log, parakeet_size.json
 
 KIT lists the packages the Parakeet path (tests/support/tiny_nemo building the model,
-handler/engines/parakeet.NemoEngine running it) imports and the device image does not have:
-found by running that path in a virtual environment holding only the image's packages
-(KINDS.md's list, at its versions where it gives them) plus these. Versions are the ones the
-tests run with (builder/constraints.txt). lightning travels although the image has it: NeMo 3.0
-wants lightning <= 2.4.0, and the carried copy comes first on PYTHONPATH there.
+handler/engines/parakeet.NemoEngine running it) imports beyond a PyTorch image's own: found by
+running that path in a virtual environment holding only such an image's packages plus these.
+Versions are the ones the tests run with (builder/constraints.txt). lightning travels although
+PyTorch images often have it: NeMo 3.0 wants lightning <= 2.4.0, and the carried copy comes first
+on PYTHONPATH there. The speech travels as a plain 16 kHz WAV, so the host needs no PyAV.
 
-Whisper is not in the kit: CTranslate2's PyPI wheels load CUDA 12's cuBLAS (libcublas.so.12) and
-the image's PyTorch is a CUDA 13 build; gpu_device.sh looks for that library, so the next session
-knows whether faster-whisper can run there at all (a cuBLAS 12 wheel is ~600 MB, far over the
-limit).
+Whisper is not in the kit: CTranslate2's PyPI wheels load CUDA 12's cuBLAS (libcublas.so.12); on
+a CUDA 13 host that library is missing (gpu_device.sh reports whether it is there). The worker
+image (Dockerfile) has its own CUDA 12 base.
 """
 
 from __future__ import annotations
@@ -39,7 +36,7 @@ WHEELS = ROOT / ".whl"
 SPEECH = ROOT / "bench" / "work" / "gpu" / "speech.wav"
 CONSTRAINTS = ROOT / "builder" / "constraints.txt"
 # What travels with each device call: the working tree and the carried folders together.
-TRAVEL_LIMIT = 64 * 2**20
+TRAVEL_LIMIT = 64 * 2**20  # what a copy to the GPU host should stay under (wheels, speech and the tree)
 SAMPLE_RATE = 16_000
 
 KIT = [
@@ -182,8 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"speech: {speech} ({args.speech_s:.0f} s)")
     print(f"travels per call: {total / 2**20:.1f} MiB of {TRAVEL_LIMIT / 2**20:.0f} MiB")
     if total > TRAVEL_LIMIT:
-        raise SystemExit("over the device tool's limit: carry less")
-    print('device: run(command="bash bench/gpu_device.sh", carry=[".whl", "bench/work/gpu"], timeout_s=540)')
+        raise SystemExit(f"more than {TRAVEL_LIMIT / 2**20:.0f} MiB to carry: carry less speech (--speech-s)")
+    print("on the GPU host, with .whl/ and bench/work/gpu/ beside the repository: bash bench/gpu_device.sh")
 
 
 if __name__ == "__main__":

@@ -19,9 +19,11 @@ answer_cpuinfo_from_proc()  # before runpod's import, which would otherwise time
 
 import runpod  # noqa: E402
 
+from handler.decode_pool import shared_pool  # noqa: E402
 from handler.engines.registry import EngineRegistry, registry_from_env  # noqa: E402
-from handler.job import JobSettings, decode_pool, jobs_at_once, run_job  # noqa: E402
+from handler.job import run_job  # noqa: E402
 from handler.parent_watch import watch_parent_from_env  # noqa: E402
+from handler.settings import JobSettings, decode_processes_for, jobs_at_once  # noqa: E402
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 # httpx logs every request's full URL at INFO: a presigned audio URL's query string is a credential.
@@ -43,7 +45,10 @@ def main() -> None:
     watch_parent_from_env()
     REGISTRY = registry_from_env()
     REGISTRY.load_all()  # includes each engine's smoke test: a broken GPU or model fails here
-    decode_pool(JobSettings.from_env().decode_processes).start()
+    settings = JobSettings.from_env()
+    for engine in REGISTRY.loaded():
+        # Started now, not in the first job: a GPU must not wait for Python processes to start.
+        shared_pool(decode_processes_for(settings, engine.device)).start()
     concurrency = jobs_at_once()
     runpod.serverless.start({"handler": handler, "concurrency_modifier": lambda current: concurrency})
 

@@ -140,3 +140,13 @@ class DecodePool:
             executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
+
+
+_DECODE_POOLS: dict[int, DecodePool] = {}
+
+
+def shared_pool(processes: int) -> DecodePool:
+    """The worker's decode pool of that many processes, shared by its jobs (started at first use)."""
+    if processes not in _DECODE_POOLS:
+        _DECODE_POOLS[processes] = DecodePool(processes)
+    return _DECODE_POOLS[processes]

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
-import os
 import shutil
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,17 +28,16 @@ from stenopod.schema import (
     JobInput,
     JobItem,
     JobOutput,
-    Segment,
     Timestamps,
-    Word,
     parse_job_input,
 )
 from stenopod.storage import ObjectStore, S3Credentials, StorageError, open_store, parse_s3_uri
 
-from .audio import AudioLimits, fetch_audio
+from .answer import build_answer, to_schema_segments
+from .audio import fetch_audio
 from .callback import post_item
 from .chunking import Chunk, chunk_bound
-from .decode_pool import DecodePool, default_processes
+from .decode_pool import shared_pool
 from .engine_clock import EngineClock
 from .engine_gate import EngineGate
 from .engines.base import SAMPLE_RATE, BatchLimits, Engine, EngineError, Transcript
@@ -49,12 +46,11 @@ from .errors import StageError
 from .feed import Feed
 from .formats import CONTENT_TYPES, TranscriptDocument, render
 from .longform import transcribe_long
+from .progress import Progress, runpod_progress
+from .settings import JobSettings, decode_processes_for
 from .submission import claim_submission, record_submission_result
 
 log = logging.getLogger("stenopod.handler.job")
-
-Progress = Callable[[dict[str, Any]], None]
-PROGRESS_INTERVAL_S = 1.0
 
 
 class Registry(Protocol):
@@ -65,69 +61,11 @@ class Registry(Protocol):
     def available(self) -> list[str]: ...
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    try:
-        return int(raw) if raw else default
-    except ValueError:
-        log.warning("ignoring %s=%r: not an integer", name, raw)
-        return default
-
-
-def _env_batch_size() -> int | None:
-    configured = _env_int("STENOPOD_BATCH_SIZE", 0)
-    return configured if configured > 0 else None
-
-
 # Engine calls a job may have at once (see _pipeline).
 ENGINE_CALLS_IN_FLIGHT = 2
 # Engine calls in flight across all the jobs this worker runs at once (handler/__main__.py takes
 # the next job while one runs, so its fetches overlap this one's inference).
 ENGINE_GATE = EngineGate(ENGINE_CALLS_IN_FLIGHT)
-
-
-def jobs_at_once() -> int:
-    """Jobs a worker runs at once (STENOPOD_JOBS_AT_ONCE, default 2; handler/__main__.py).
-
-    With 2, the worker takes its next job while the current one runs, so that job's audio is
-    fetched and decoded while the engine works instead of after: the GPU does not wait on the
-    network between jobs. Engine calls stay bounded across jobs (ENGINE_GATE); 1 runs jobs
-    strictly one after another.
-    """
-    return max(1, _env_int("STENOPOD_JOBS_AT_ONCE", 2))
-
-
-_DECODE_POOLS: dict[int, DecodePool] = {}
-
-
-def decode_pool(processes: int) -> DecodePool:
-    """The worker's decode pool of that many processes, shared by its jobs (started at first use)."""
-    if processes not in _DECODE_POOLS:
-        _DECODE_POOLS[processes] = DecodePool(processes)
-    return _DECODE_POOLS[processes]
-
-
-@dataclass(frozen=True)
-class JobSettings:
-    batch_size: int | None = None  # None: the engine's own batch limits decide
-    fetch_concurrency: int = 4
-    decode_processes: int = field(default_factory=default_processes)  # 0: decode in a thread
-    max_inline_bytes: int = 10 * 1000**2
-    allow_local_output: bool = False
-    tmp_root: str | None = None  # None: the system temp dir
-    limits: AudioLimits = field(default_factory=AudioLimits)
-
-    @classmethod
-    def from_env(cls) -> JobSettings:
-        return cls(
-            batch_size=_env_batch_size(),
-            fetch_concurrency=max(1, _env_int("STENOPOD_FETCH_CONCURRENCY", cls.fetch_concurrency)),
-            decode_processes=max(0, _env_int("STENOPOD_DECODE_PROCESSES", default_processes())),
-            max_inline_bytes=_env_int("STENOPOD_MAX_INLINE_BYTES", cls.max_inline_bytes),
-            allow_local_output=os.environ.get("STENOPOD_ALLOW_LOCAL_OUTPUT", "") == "1",
-            tmp_root=os.environ.get("STENOPOD_TMP_DIR") or None,
-            limits=AudioLimits.from_env(),
-        )
 
 
 @dataclass
@@ -152,29 +90,6 @@ class _Item:
         self.chunks = None
         self.transcript = None
         self.document = None
-
-
-def runpod_progress(job: dict[str, Any]) -> Progress:
-    """progress_update for this job on RunPod; a no-op where no RunPod job API is configured."""
-    if not os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT"):
-        return lambda payload: None
-
-    last_sent = -PROGRESS_INTERVAL_S
-
-    def send(payload: dict[str, Any]) -> None:
-        nonlocal last_sent
-        # runpod sends each update from a new thread with its own event loop and HTTP session:
-        # per stage of every item that is CPU taken from the engine. At most one a second, and
-        # always the one that says the job's last item is done.
-        now = time.monotonic()
-        if now - last_sent < PROGRESS_INTERVAL_S and payload.get("done") != payload.get("total"):
-            return
-        last_sent = now
-        from runpod.serverless import progress_update
-
-        progress_update(job, payload)
-
-    return send
 
 
 async def run_job(
@@ -322,6 +237,10 @@ class _JobRunner:
         except StorageError as error:  # the transcripts are written; only the bookkeeping failed
             log.warning("job %s: cannot record submission result: %s", self.job_id, error)
 
+    def _decode_processes(self) -> int:
+        assert self.engine is not None
+        return decode_processes_for(self.settings, self.engine.device)
+
     def _batch_limits(self) -> BatchLimits:
         """The engine's own batch limits; STENOPOD_BATCH_SIZE, when set, caps the items per call."""
         assert self.engine is not None
@@ -352,7 +271,7 @@ class _JobRunner:
             functools.partial(self._prepare_one, tmp_dir),
             lambda item: item.audio.size / SAMPLE_RATE if item.audio is not None else 0.0,
             # Enough items in preparation to keep every decoding process busy.
-            concurrency=max(self.settings.fetch_concurrency, self.settings.decode_processes),
+            concurrency=max(self.settings.fetch_concurrency, self._decode_processes()),
             ahead_audio_s=limits.max_audio_s,
             ahead_items=limits.max_items,
         )
@@ -416,7 +335,7 @@ class _JobRunner:
             if item.ok:
                 # Decoded and planned in a process of the decode pool: off the event loop, off the
                 # engine's threads, and on every core (handler.decode_pool).
-                pool = decode_pool(self.settings.decode_processes)
+                pool = shared_pool(self._decode_processes())
                 prepare = functools.partial(
                     pool.prepare, path, self.settings.limits.max_seconds, chunk_bound(self.engine)
                 )
@@ -614,7 +533,6 @@ class _JobRunner:
             log.warning("progress update failed: %s", type(error).__name__)
 
     def _answer(self) -> dict[str, Any]:
-        results = [item.result for item in self.items]
         model = self.engine.model_id if self.engine is not None else self.input.model
         worker = None
         if self.engine is not None:
@@ -634,46 +552,9 @@ class _JobRunner:
                 # waits for later input, and the writes left after the last engine call.
                 "critical_io_s": round(self.first_input_s + self.engine_wait_s + self.last_output_s, 3),
             }
-        answer = JobOutput(items=results, model=model, worker=worker).model_dump(mode="json")
-        if self.store is None and _json_size(answer) > self.settings.max_inline_bytes:
-            for item in self.items:
-                if item.ok:
-                    item.result.text = item.result.segments = None
-                    item.fail(
-                        ErrorCode.output_too_large,
-                        f"the transcripts exceed the {self.settings.max_inline_bytes}-byte inline answer "
-                        'limit; give an "output" (s3://bucket/prefix/) to have them written there',
-                    )
-            answer = JobOutput(items=results, model=model, worker=worker).model_dump(mode="json")
-        if all(result.status == "error" for result in results):
-            first = results[0].error
-            assert first is not None
-            noun = "item" if len(results) == 1 else f"all {len(results)} items"
-            error = JobError(
-                code=first.code,
-                message=f"{noun} failed; first: {first.message}",
-                items=results,
-            )
-            answer = {"error": error.to_runpod_error()}
-        if self.gpu_failed:
-            answer["refresh_worker"] = True
-        return answer
-
-
-def to_schema_segments(transcript: Transcript, with_words: bool) -> list[Segment]:
-    """The engine's timings as wire-format segments (texts stripped, words only when asked)."""
-    return [
-        Segment(
-            id=index,
-            start=round(seg.start, 3),
-            end=round(seg.end, 3),
-            text=seg.text.strip(),
-            words=[Word(start=round(w.start, 3), end=round(w.end, 3), word=w.text.strip()) for w in seg.words]
-            if with_words
-            else None,
-        )
-        for index, seg in enumerate(transcript.segments)
-    ]
+        inline_cap = self.settings.max_inline_bytes if self.store is None else None
+        results = [item.result for item in self.items]
+        return build_answer(results, model, worker, inline_cap=inline_cap, gpu_failed=self.gpu_failed)
 
 
 # Below about 3 steps of 16-bit audio: digital silence, or dither nobody can hear.
@@ -683,7 +564,3 @@ SILENCE_PEAK = 1e-4
 def is_silent(audio: np.ndarray) -> bool:
     """True for no samples, or samples that never rise above SILENCE_PEAK."""
     return audio.size == 0 or float(np.max(np.abs(audio))) < SILENCE_PEAK
-
-
-def _json_size(value: Any) -> int:
-    return len(json.dumps(value, ensure_ascii=False).encode("utf-8"))

@@ -95,6 +95,11 @@ class EngineRegistry:
         for model_id in self._specs:
             self.get(model_id)
 
+    def loaded(self) -> list[Engine]:
+        """The engines loaded so far."""
+        with self._lock:
+            return list(self._engines.values())
+
     def get(self, model_id: str | None) -> Engine:
         model_id = model_id or self.default_model()
         spec = self._specs.get(model_id)

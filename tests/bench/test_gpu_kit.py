@@ -1,4 +1,4 @@
-"""What travels to the lent GPU machine still works: the kit's pins and the benchmark it runs there.
+"""What travels to an offline GPU host still works: the kit's pins and the benchmark it runs there.
 
 The GPU part of issue 5 runs in one short device call (bench/gpu_device.sh); a kit that names an
 unpinned package, or a parakeet_size that cannot read the carried speech, would waste it.

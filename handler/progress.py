@@ -1,0 +1,34 @@
+"""RunPod progress updates for a job, at most one a second."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+Progress = Callable[[dict[str, Any]], None]
+PROGRESS_INTERVAL_S = 1.0
+
+
+def runpod_progress(job: dict[str, Any]) -> Progress:
+    """progress_update for this job on RunPod; a no-op where no RunPod job API is configured."""
+    if not os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT"):
+        return lambda payload: None
+
+    last_sent = -PROGRESS_INTERVAL_S
+
+    def send(payload: dict[str, Any]) -> None:
+        nonlocal last_sent
+        # runpod sends each update from a new thread with its own event loop and HTTP session:
+        # per stage of every item that is CPU taken from the engine. At most one a second, and
+        # always the one that says the job's last item is done.
+        now = time.monotonic()
+        if now - last_sent < PROGRESS_INTERVAL_S and payload.get("done") != payload.get("total"):
+            return
+        last_sent = now
+        from runpod.serverless import progress_update
+
+        progress_update(job, payload)
+
+    return send
