@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import stenopod
+from stenopod.s3_guard import ForbiddenEndpoint
 from stenopod.schema import (
     ErrorCode,
     ItemError,
@@ -195,8 +196,14 @@ class _JobRunner:
                     self.input.output, credentials, allow_local=self.settings.allow_local_output
                 )
             except StorageError as error:
+                # A job's own S3 endpoint on a private address is refused like any such URL.
+                code = (
+                    ErrorCode.url_forbidden
+                    if isinstance(error, ForbiddenEndpoint)
+                    else ErrorCode.storage_failed
+                )
                 for item in self.items:
-                    item.fail(ErrorCode.storage_failed, f"output: {error}")
+                    item.fail(code, f"output: {error}")
                 return self._answer()
             if self.input.submission is not None:
                 try:

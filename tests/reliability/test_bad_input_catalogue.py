@@ -180,7 +180,7 @@ CASES: list[Case] = [
     Case("callback-url-octal", given({"audio": URL, "callback": {"url": "http://0177.0.0.1/hook", "secret": "s" * 16}}), "invalid_input"),
     # -- an S3 endpoint the job names (s3Config.endpointUrl) on loopback, no allow switch --
     Case("s3config-loopback-endpoint-input", lambda w: {"input": {"audio": f"s3://{w.bucket}/a.mp3"}, "s3Config": w.s3_config()}, "url_forbidden"),
-    Case("s3config-loopback-endpoint-output", silence_to(lambda w: f"s3://{w.bucket}/ok/", s3_config=lambda w: w.s3_config()), "storage_failed"),
+    Case("s3config-loopback-endpoint-output", silence_to(lambda w: f"s3://{w.bucket}/ok/", s3_config=lambda w: w.s3_config()), "url_forbidden"),
     # -- servers that answer badly --
     Case("http-404", audio_at("missing.mp3"), "fetch_failed", LOOPBACK),
     Case("http-403", audio_at("forbidden"), "fetch_failed", LOOPBACK),

@@ -101,7 +101,7 @@ def test_a_loopback_endpoint_in_s3config_sees_no_request(proxy: FlakyS3Proxy, bu
     # output: the transcripts (and a submission record) would be written there
     output = {"audio": TONE_URI, "output": f"s3://{bucket}/out/", "formats": FORMATS, "submission": "t" * 16}
     write = refusal(run({"input": output, "s3Config": config}))
-    assert write.code == ErrorCode.storage_failed  # handler/job.py's code for a store it cannot open
+    assert write.code == ErrorCode.url_forbidden
     assert "s3Config.endpointUrl" in write.message and "STENOPOD_ALLOW_PRIVATE_URLS" in write.message
     # presigning and listing go through the same stores
     credentials = S3Credentials.from_runpod_s3_config(config)
