@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,6 +15,10 @@ CONTENT_TYPES: dict[OutputFormat, str] = {
     OutputFormat.srt: "application/x-subrip; charset=utf-8",
     OutputFormat.vtt: "text/vtt; charset=utf-8",
 }
+
+PARAGRAPH_PAUSE_S = 1.5  # txt: a silence this long between two segments starts a new paragraph
+PARAGRAPH_MAX_CHARS = 400  # txt: a paragraph this long ends at the next segment boundary
+ZERO_LENGTH_CUE_MS = 500  # srt/vtt: how long a cue the engine gave no duration is shown at most
 
 
 @dataclass
@@ -51,57 +56,109 @@ def render_json(doc: TranscriptDocument) -> str:
 
 
 def render_txt(doc: TranscriptDocument) -> str:
-    text = doc.text.strip()
-    return f"{text}\n" if text else ""
+    """Plain text in paragraphs separated by a blank line, built from the segments in the engine's order.
+
+    Segments are joined with a space; a new paragraph starts before a segment when the silence
+    since the previous segment's end is at least PARAGRAPH_PAUSE_S (1.5 s), or when the paragraph
+    so far already holds PARAGRAPH_MAX_CHARS (400) characters or more. A segment is never split, so
+    one long segment is one long paragraph. Without segments (or with only blank ones) the
+    document's text is written as one paragraph.
+    """
+    paragraphs: list[list[str]] = []
+    length = 0
+    previous_end: float | None = None
+    for seg in doc.segments:
+        text = " ".join(seg.text.split())
+        if not text:
+            continue
+        pause = previous_end is not None and seg.start - previous_end >= PARAGRAPH_PAUSE_S
+        if not paragraphs or pause or length >= PARAGRAPH_MAX_CHARS:
+            paragraphs.append([])
+            length = -1  # the first segment adds no joining space
+        paragraphs[-1].append(text)
+        length += len(text) + 1
+        previous_end = seg.end
+    body = "\n\n".join(" ".join(paragraph) for paragraph in paragraphs) or doc.text.strip()
+    return f"{body}\n" if body else ""
 
 
 def render_srt(doc: TranscriptDocument) -> str:
     """SubRip: numbered cues, HH:MM:SS,mmm --> HH:MM:SS,mmm, a blank line after each cue."""
     cues = []
     for number, (start, end, text) in enumerate(_cues(doc), start=1):
-        cues.append(f"{number}\n{srt_time(start)} --> {srt_time(end)}\n{text}\n")
+        cues.append(f"{number}\n{_srt_ms(start)} --> {_srt_ms(end)}\n{text}\n")
     return "\n".join(cues)
 
 
 def render_vtt(doc: TranscriptDocument) -> str:
     """WebVTT: the WEBVTT signature line, then cues with HH:MM:SS.mmm times (hours always given)."""
-    cues = [
-        f"{vtt_time(start)} --> {vtt_time(end)}\n{_vtt_escape(text)}\n" for start, end, text in _cues(doc)
-    ]
+    cues = [f"{_vtt_ms(start)} --> {_vtt_ms(end)}\n{_vtt_escape(text)}\n" for start, end, text in _cues(doc)]
     return "WEBVTT\n\n" + "\n".join(cues)
 
 
 def srt_time(seconds: float) -> str:
-    hours, minutes, secs, millis = _split_time(seconds)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d},{millis:03d}"
+    return _srt_ms(_ms(seconds))
 
 
 def vtt_time(seconds: float) -> str:
-    hours, minutes, secs, millis = _split_time(seconds)
+    return _vtt_ms(_ms(seconds))
+
+
+def _srt_ms(total_ms: int) -> str:
+    hours, minutes, secs, millis = _split_ms(total_ms)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d},{millis:03d}"
+
+
+def _vtt_ms(total_ms: int) -> str:
+    hours, minutes, secs, millis = _split_ms(total_ms)
     return f"{hours:02d}:{minutes:02d}:{secs:02d}.{millis:03d}"
 
 
-def _split_time(seconds: float) -> tuple[int, int, int, int]:
-    total_ms = max(0, round(seconds * 1000))  # whole milliseconds first, so 59.9996 s carries over
+def _ms(seconds: float) -> int:
+    """Whole milliseconds, never negative (rounded first, so 59.9996 s carries over to 60.000)."""
+    return max(0, round(seconds * 1000))
+
+
+def _split_ms(total_ms: int) -> tuple[int, int, int, int]:
     hours, rest = divmod(total_ms, 3_600_000)
     minutes, rest = divmod(rest, 60_000)
     secs, millis = divmod(rest, 1000)
     return hours, minutes, secs, millis
 
 
-def _cues(doc: TranscriptDocument) -> list[tuple[float, float, str]]:
-    """(start, end, text) per non-empty segment, with times that never run backwards."""
-    cues: list[tuple[float, float, str]] = []
-    previous_start = 0.0
-    for seg in doc.segments:
+def _cues(doc: TranscriptDocument) -> list[tuple[int, int, str]]:
+    """(start_ms, end_ms, text) per non-empty segment: in order, never overlapping, each end > start.
+
+    Deterministic, and done in whole milliseconds so what is written is what was checked:
+    - segments with blank text are dropped;
+    - the rest are sorted by start, segments starting in the same millisecond kept in the engine's order;
+    - a cue's start is moved up to the previous cue's end where it would overlap it (a contained or
+      overlapping segment is shown after the one before it, never on top of it);
+    - a cue whose end is not after its (possibly moved) start is shown for ZERO_LENGTH_CUE_MS, or
+      less, up to the first later original start, where one comes sooner; that bound is always after
+      the start, so every cue lasts at least 1 ms, and cues sharing one start follow one another.
+    json is not affected: it keeps the engine's segments as they are.
+    """
+    pending: list[tuple[int, int, int, str]] = []
+    for index, seg in enumerate(doc.segments):
         # A blank line ends a cue and "-->" starts a timing line: neither may appear in cue text.
         text = " ".join(seg.text.split()).replace("-->", "->")
-        if not text:
-            continue
-        start = max(seg.start, previous_start)
-        end = max(seg.end, start)
+        if text:
+            pending.append((_ms(seg.start), index, _ms(seg.end), text))
+    pending.sort(key=lambda cue: cue[:2])
+    starts = [cue[0] for cue in pending]
+    cues: list[tuple[int, int, str]] = []
+    previous_end = 0
+    for position, (original_start, _, original_end, text) in enumerate(pending):
+        start = max(original_start, previous_end)
+        end = original_end
+        if end <= start:
+            end = start + ZERO_LENGTH_CUE_MS
+            later = bisect_right(starts, start, lo=position + 1)  # the first later cue starting after `start`
+            if later < len(starts):
+                end = min(end, starts[later])
         cues.append((start, end, text))
-        previous_start = start
+        previous_end = end
     return cues
 
 
