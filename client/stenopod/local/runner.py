@@ -123,7 +123,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `stenopod serve`, for the CLI to register on its subcommand."""
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=port, default=8000, help="port to listen on (default 8000)")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes (default 1; at most 2 per core and one per 1.5 GB of available "
+        "memory; STENOPOD_MAX_WORKERS lowers that limit)",
+    )
     parser.add_argument("--model", default=None, help="the workers' default model")
     parser.add_argument(
         "--api-key",

@@ -27,7 +27,7 @@ from stenopod.local.http import json_errors
 from stenopod.local.jobs import Job, JobStatus, JobStore
 from stenopod.local.webhooks import WebhookSender
 from stenopod.local.worker_api import WorkerAPI
-from stenopod.local.workers import Worker, WorkerPool, WorkerUrls, build_worker_env
+from stenopod.local.workers import Worker, WorkerPool, WorkerUrls, build_worker_env, check_worker_count
 from stenopod.schema import ErrorCode, JobError
 
 log = logging.getLogger("stenopod.local")
@@ -81,8 +81,10 @@ class LocalEndpoint:
                 f"refusing to listen on {host} without an API key: anyone who can reach it could run "
                 "jobs and read results; set an API key (--api-key) or bind 127.0.0.1"
             )
-        if workers < 1:
-            raise ValueError(f"workers must be at least 1, got {workers}")
+        # Checked against this machine's cores and memory (workers.worker_limit): a thousand workers
+        # on two cores would only run it out of memory. A custom worker command (a test's) loads no
+        # model, so only the core count bounds it.
+        check_worker_count(workers, loads_model=worker_command is None)
         self.host = host
         self._port = port
         self.workers = workers

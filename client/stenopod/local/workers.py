@@ -38,6 +38,80 @@ WORKER_ENV_DROPPED = ("RUNPOD_REALTIME_PORT", "RUNPOD_REALTIME_CONCURRENCY", "ST
 
 MAX_RESTART_DELAY_S = 30.0
 
+# Every worker process runs under guard.py, which ends the worker's process group when the endpoint
+# is gone, however it went (see guard.py): the worker's own parent watch cannot see a zombie
+# endpoint, a worker other than `python -m handler`, nor the ping process of a SIGKILLed worker.
+GUARD_PATH = str(Path(__file__).resolve().with_name("guard.py"))
+
+# How many workers a machine may run. A worker holding a loaded model takes about 1.5 GB (a CPU
+# worker with small.en and its decode processes: 1-1.5 GB); past two per core they only contend.
+WORKERS_PER_CORE = 2
+WORKER_MEMORY_BYTES = 1536 * 2**20
+MAX_WORKERS_ENV = "STENOPOD_MAX_WORKERS"  # can lower the limit, never raise it
+
+
+def usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable (what can be used without swapping), else free physical memory; None: unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def worker_limit(
+    *,
+    loads_model: bool = True,
+    cores: int | None = None,
+    memory_bytes: int | None = None,
+    env: Mapping[str, str] | None = None,
+) -> tuple[int, str]:
+    """The most workers this machine may run, and how that was worked out (for error messages).
+
+    At most WORKERS_PER_CORE per usable core and, for workers that load a model, at most one per
+    WORKER_MEMORY_BYTES of available memory; STENOPOD_MAX_WORKERS may lower it. Never below 1.
+    """
+    cores = usable_cores() if cores is None else cores
+    limit = cores * WORKERS_PER_CORE
+    reasons = [f"{cores} core(s) x {WORKERS_PER_CORE} = {limit}"]
+    if loads_model:
+        memory = available_memory_bytes() if memory_bytes is None else memory_bytes
+        if memory is not None:
+            by_memory = int(memory // WORKER_MEMORY_BYTES)
+            limit = min(limit, by_memory)
+            reasons.append(
+                f"{memory / 2**30:.1f} GB available / {WORKER_MEMORY_BYTES / 2**30:.1f} GB per worker = {by_memory}"
+            )
+    raw = (os.environ if env is None else env).get(MAX_WORKERS_ENV, "").strip()
+    if raw.isdigit() and int(raw) >= 1 and int(raw) < limit:
+        limit = int(raw)
+        reasons.append(f"{MAX_WORKERS_ENV}={raw}")
+    return max(1, limit), "; ".join(reasons)
+
+
+def check_worker_count(count: int, **kwargs: object) -> None:
+    """ValueError, naming --workers and the limit, when count is more than this machine can run."""
+    if count < 1:
+        raise ValueError(f"--workers must be at least 1, got {count}")
+    limit, how = worker_limit(**kwargs)  # type: ignore[arg-type]
+    if count > limit:
+        raise ValueError(
+            f"--workers {count} is more than this machine can run: the limit is {limit} ({how}); "
+            f"{MAX_WORKERS_ENV} can lower the limit, not raise it"
+        )
+
 
 @dataclass(eq=False)
 class Worker:
@@ -160,6 +234,7 @@ class WorkerPool:
         self._crashing: set[int] = set()  # slots waiting out a restart backoff
         self._supervisors: list[asyncio.Task[None]] = []
         self._stoppers: set[asyncio.Task[None]] = set()
+        self._lifeline: tuple[int, int] | None = None  # (read, write): see guard.py
         self.restarts = 0
 
     # ---- queries ------------------------------------------------------------------------------
@@ -186,6 +261,9 @@ class WorkerPool:
     def start(self) -> None:
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
+        # Both ends are close-on-exec: only the guards get the read end (pass_fds), and the write
+        # end stays in this process alone, so its end-of-file means this pool is gone.
+        self._lifeline = os.pipe()
         self._supervisors = [
             asyncio.create_task(self._supervise(slot), name=f"stenopod-worker-{slot}")
             for slot in range(1, self.count + 1)
@@ -197,6 +275,10 @@ class WorkerPool:
         for task in self._supervisors:
             task.cancel()
         await asyncio.gather(*self._supervisors, *self._stoppers, return_exceptions=True)
+        if self._lifeline is not None:
+            for fd in self._lifeline:  # any guard still running now ends its group
+                os.close(fd)
+            self._lifeline = None
 
     def restart(self, worker: Worker, reason: str) -> None:
         """Stop a worker's process in the background; its supervisor starts a fresh one."""
@@ -264,10 +346,20 @@ class WorkerPool:
                     self._crashing.discard(slot)
 
     async def _run_once(self, worker: Worker) -> int:
+        if self._lifeline is None:
+            raise OSError("the worker pool is stopped")
+        lifeline = self._lifeline[0]
         log_file = self._open_log(worker)
         try:
             worker.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-I",
+                "-S",
+                GUARD_PATH,
+                str(lifeline),
+                "--",
                 *self.command,
+                pass_fds=(lifeline,),
                 env=self._env_for(worker),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log_file if log_file is not None else asyncio.subprocess.PIPE,
