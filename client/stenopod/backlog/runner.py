@@ -787,6 +787,7 @@ class BacklogRunner:
             audio_done_s=done_s,
             audio_remaining_s=remaining_s,
             elapsed_s=time.monotonic() - self._started,
+            in_flight=counts.submitted,  # items sent and not yet settled
         )
 
     def _report(self) -> BacklogReport:
