@@ -130,19 +130,25 @@ def _group(regions: list[Chunk], max_len: int) -> list[list[Chunk]]:
     drops the sentence begun at its end. The longest pause is where a turn or a sentence ends. A
     split that leaves a side under a quarter of the bound is taken only when no other pause fits.
     """
-    if regions[-1].end - regions[0].start <= max_len:
-        return [regions]
-    gaps = range(1, len(regions))
-    balanced = [
-        i
-        for i in gaps
-        if regions[i - 1].end - regions[0].start >= max_len // 4
-        and regions[-1].end - regions[i].start >= max_len // 4
-    ]
-    split = max(
-        balanced or gaps, key=lambda i: (regions[i].start - regions[i - 1].end, -abs(2 * i - len(regions)))
-    )
-    return _group(regions[:split], max_len) + _group(regions[split:], max_len)
+    groups: list[list[Chunk]] = []
+    pending = [regions]  # a stack, leftmost on top: groups come out in time order, no recursion
+    while pending:
+        part = pending.pop()
+        if part[-1].end - part[0].start <= max_len:
+            groups.append(part)
+            continue
+        gaps = range(1, len(part))
+        balanced = [
+            i
+            for i in gaps
+            if part[i - 1].end - part[0].start >= max_len // 4
+            and part[-1].end - part[i].start >= max_len // 4
+        ]
+        split = max(
+            balanced or gaps, key=lambda i: (part[i].start - part[i - 1].end, -abs(2 * i - len(part)))
+        )
+        pending += [part[split:], part[:split]]
+    return groups
 
 
 def _cut_where_needed(audio: np.ndarray, max_len: int, options: ChunkingOptions) -> list[Chunk]:

@@ -234,3 +234,17 @@ def test_real_tiny_en_keeps_the_words_of_every_clip(tiny_en_dir: Path) -> None:
     _, horizon_start, horizon_end = next(span for span in spans if span[0] == "horizon")
     horizon = next(s for s in result.segments if "horizon" in normalize(s.text))
     assert horizon_start - 1.0 <= horizon.start <= horizon_end
+
+
+def test_hours_of_speech_regions_are_grouped_in_order_without_recursion() -> None:
+    from handler.chunking import Chunk, _group
+
+    # 4 hours of 2 s regions whose pauses grow towards the end: the longest pause that leaves both
+    # sides a quarter of the bound is always near the right edge, the deepest case for splitting.
+    regions, start = [], 0
+    for index in range(6000):
+        regions.append(Chunk(start, start + 2 * SAMPLE_RATE))
+        start += 2 * SAMPLE_RATE + 1000 + index
+    groups = _group(regions, 30 * SAMPLE_RATE)
+    assert [region for group in groups for region in group] == regions
+    assert all(group[-1].end - group[0].start <= 30 * SAMPLE_RATE for group in groups)
