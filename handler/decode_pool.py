@@ -42,8 +42,15 @@ class Prepared:
     plan_s: float
 
 
-def prepare_audio(path: str, max_seconds: float, bound: float | None) -> Prepared:
-    """Decode path and plan its chunks (runs in a pool process)."""
+def prepare_audio(
+    path: str, max_seconds: float, bound: float | None, whole: bool = False
+) -> Prepared | Layout:
+    """Decode path and plan its chunks (runs in a pool process); for a file long enough to decode
+    in stretches (and whole=False), only its Layout, for the caller to spread over the pool."""
+    if not whole:
+        layout = plan_segments(Path(path))
+        if layout is not None:
+            return layout
     started = time.perf_counter()
     audio = decode_audio(Path(path), max_seconds)
     decoded = time.perf_counter()
@@ -94,13 +101,16 @@ class DecodePool:
 
     async def prepare(self, path: Path, max_seconds: float, bound: float | None) -> Prepared:
         """Decode and plan one file: a long one in stretches on several processes at once."""
-        layout = await asyncio.to_thread(plan_segments, path)
-        if layout is not None:
-            try:
-                return await self._prepare_in_stretches(path, layout, max_seconds, bound)
-            except SeamMismatch as error:
-                log.info("%s: decoding in one pass (%s)", path.name, error)
-        return await self._run(prepare_audio, str(path), max_seconds, bound)
+        prepared = await self._run(prepare_audio, str(path), max_seconds, bound)
+        if isinstance(prepared, Prepared):
+            return prepared
+        try:
+            return await self._prepare_in_stretches(path, prepared, max_seconds, bound)
+        except SeamMismatch as error:
+            log.info("%s: decoding in one pass (%s)", path.name, error)
+        whole = await self._run(prepare_audio, str(path), max_seconds, bound, True)
+        assert isinstance(whole, Prepared)
+        return whole
 
     async def _prepare_in_stretches(
         self, path: Path, layout: Layout, max_seconds: float, bound: float | None

@@ -42,3 +42,41 @@ def test_a_stage_error_in_a_pool_process_keeps_its_code(pool: DecodePool, tmp_pa
     with pytest.raises(StageError) as caught:
         asyncio.run(pool.prepare(Path(__file__), 3600, None))  # not audio at all
     assert caught.value.code == ErrorCode.not_audio
+
+
+@pytest.fixture(scope="module")
+def long_flac(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """250 s of real speech (jfk, over and over): long enough to be decoded in stretches."""
+    from bench.corpus import write_audio
+
+    jfk = decode_audio(data_dir / "jfk.flac", 3600)
+    path = tmp_path_factory.mktemp("long") / "long.flac"
+    write_audio(path, np.tile(jfk, 250 * 16_000 // jfk.size + 1)[: 250 * 16_000])
+    return path
+
+
+def test_a_long_file_decoded_in_stretches_is_the_file_decoded_in_one_pass(
+    pool: DecodePool, long_flac: Path
+) -> None:
+    from handler.decode_segments import plan_segments
+
+    assert plan_segments(long_flac) is not None and len(plan_segments(long_flac).starts) == 2
+    prepared = asyncio.run(pool.prepare(long_flac, 3600, 30.0))
+    assert np.array_equal(prepared.audio, decode_audio(long_flac, 3600))
+    assert all(chunk.duration_s <= 30.0 for chunk in prepared.chunks)
+    with pytest.raises(StageError) as caught:
+        asyncio.run(pool.prepare(long_flac, 200, None))  # the declared length is over the cap
+    assert caught.value.code == ErrorCode.too_long
+
+
+def test_stretches_that_disagree_at_a_seam_fall_back_to_one_pass(
+    long_flac: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import handler.decode_segments
+
+    monkeypatch.setattr(handler.decode_segments, "SEAM_TOLERANCE", -1.0)  # every seam "disagrees"
+    threads = DecodePool(0)
+    with caplog.at_level("INFO", logger="stenopod.handler.decode_pool"):
+        prepared = asyncio.run(threads.prepare(long_flac, 3600, None))
+    assert "decoding in one pass" in caplog.text
+    assert np.array_equal(prepared.audio, decode_audio(long_flac, 3600))

@@ -13,35 +13,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 from stenopod.local import run_in_thread
 
 from tests.support.servers import AudioHTTPServer
+from tests.support.tones import tone_wav
 
 SLOW_S = 2.5
-
-
-def _wav(seconds: float) -> bytes:
-    import io
-    import wave
-
-    t = np.arange(int(seconds * 16_000)) / 16_000
-    samples = (0.3 * np.sin(2 * np.pi * 220 * t) * 32767).astype("<i2")
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(16_000)
-        out.writeframes(samples.tobytes())
-    return buf.getvalue()
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[AudioHTTPServer]:
     """/slow.wav after SLOW_S, /fast.wav at once; asked_at notes when each was asked for."""
     audio = AudioHTTPServer(tmp_path)
-    body = _wav(1.0)
+    body = tone_wav(1.0, hz=220.0)
     audio.serve_after("slow.wav", body, SLOW_S)
     audio.serve_after("fast.wav", body, 0.0)
     audio.start()

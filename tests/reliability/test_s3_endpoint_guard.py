@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import socket
 import uuid
-import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from botocore.awsrequest import AWSRequest
 from botocore.exceptions import EndpointConnectionError
@@ -32,24 +29,14 @@ from handler.engines.registry import EngineRegistry, ModelSpec
 from handler.job import run_job
 from tests.reliability.flaky_proxy import FlakyS3Proxy
 from tests.support.servers import MotoS3
+from tests.support.tones import tone_wav
 
 pytestmark = pytest.mark.timeout(120)
 
 FORMATS = ["json", "txt", "srt", "vtt"]
 
 
-def _tone_wav() -> bytes:
-    samples = (0.3 * np.sin(2 * np.pi * 440 * np.arange(8000) / 16_000) * 32767).astype("<i2")
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(16_000)
-        out.writeframes(samples.tobytes())
-    return buf.getvalue()
-
-
-TONE = _tone_wav()
+TONE = tone_wav(0.5)
 TONE_URI = "data:audio/wav;base64," + base64.b64encode(TONE).decode()
 
 
