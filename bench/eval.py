@@ -170,9 +170,16 @@ def score(files: dict[str, str | None], texts: dict[str, dict[str, str]], agains
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default="short,panel,reading,multi")
+    parser.add_argument(
+        "--bounds",
+        help="instead: long-form WER at these chunk bounds in seconds (e.g. 15,20,30), the engine alone",
+    )
     args = parser.parse_args(argv)
     model_dirs = models(WORK / "models")
     cases = build_cases(WORK / "audio")
+    if args.bounds:
+        compare_bounds(cases, model_dirs, [float(bound) for bound in args.bounds.split(",")])
+        return 0
     table: dict[str, dict[str, dict]] = {}
     for name in args.cases.split(","):
         spec = cases[name]
@@ -203,6 +210,41 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.write_text(json.dumps(table, indent=2) + "\n")
     print(f"written: {RESULTS.relative_to(REPO)}")
     return 0
+
+
+def compare_bounds(
+    cases: dict[str, dict[str, object]], model_dirs: dict[str, Path], bounds: list[float]
+) -> None:
+    """WER of the joined cases (and the German half against the plain loop) at each Whisper chunk
+    bound, through handler.longform in this process: how WHISPER_MAX_CHUNK_S was chosen."""
+    from handler.engines.whisper import WhisperEngine
+    from handler.longform import transcribe_long
+
+    engines: dict[str, WhisperEngine] = {}
+    print(
+        f"{'bound s':>8}  " + "  ".join(f"{name:>8}" for name in ("panel", "reading", "multi", "de-vs-loop"))
+    )
+    for bound in bounds:
+        cells = []
+        for name in ("panel", "reading", "multi"):
+            spec = cases[name]
+            model = str(spec["model"])
+            engine = engines.get(model) or engines.setdefault(
+                model, WhisperEngine(model, model_dirs[model] / model)
+            )
+            files = {str(Path(path).resolve()): text for path, text in spec["files"].items()}  # type: ignore[union-attr]
+            outs = transcribe_long(engine, [load_wav(path) for path in files], max_chunk_s=bound)
+            scored = {
+                path: {"text": out.text, "language": out.language or ""}
+                for path, out in zip(files, outs, strict=True)
+            }
+            others = [path for path, text in files.items() if not text]
+            loop = run_loop(model_dirs[model] / model, others, 0)[0] if others else None
+            row = score(files, scored, loop)
+            cells.append(f"{100 * row['wer']:>7.2f}%")
+            if "wer_vs_loop" in row:
+                cells.append(f"{100 * row['wer_vs_loop']:>9.2f}%")
+        print(f"{bound:>8g}  " + "  ".join(cells), flush=True)
 
 
 def load_wav(path: str) -> np.ndarray:
