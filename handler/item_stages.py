@@ -66,7 +66,15 @@ async def finish_batch(ctx: JobContext, batch: list[ItemState]) -> None:
                 await _write(ctx, item)
         item.release()
         if ctx.input.callback is not None:
-            problem = await asyncio.to_thread(post_item, ctx.input.callback, item.result, ctx.job_id)
+            post = functools.partial(
+                post_item,
+                ctx.input.callback,
+                item.result,
+                ctx.job_id,
+                retries=ctx.settings.callback_retries,
+                backoff_s=ctx.settings.callback_backoff_s,
+            )
+            problem = await asyncio.to_thread(post)
             if problem is not None and item.ok:
                 item.result.error = ItemError(code=ErrorCode.callback_failed, message=problem)
         ctx.done += 1
