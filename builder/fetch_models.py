@@ -346,9 +346,11 @@ def run(args: argparse.Namespace) -> Manifest:
     if len(ids) - len(asr_ids) > 1:
         raise FetchError(f"one diarizer at most: {', '.join(sorted(set(ids) - set(asr_ids)))}")
     default = args.default or asr_ids[0]
+    if default not in ids:
+        raise FetchError(f"--default {default!r} is not among the models: {', '.join(ids)}")
     if default not in asr_ids:
         raise FetchError(
-            f"--default {default!r} is not among the speech recognition models: {', '.join(asr_ids)}"
+            f"--default {default!r} is the diarizer; name a speech recognition model: {', '.join(asr_ids)}"
         )
     manifest = Manifest(default=default, models=entries)
     write_manifest(dest, manifest)

@@ -76,7 +76,9 @@ def test_a_segment_spanning_the_change_is_split_there(join: Join) -> None:
     # One segment over both recordings, of tiny.en's real words and times.
     words = [word for segment in join.transcript.segments for word in segment.words]
     text = " ".join(segment.text.strip() for segment in join.transcript.segments)
-    spanning = Transcript(text=text, segments=[SegmentTiming(0.0, join.audio.size / SAMPLE_RATE, text, words)])
+    spanning = Transcript(
+        text=text, segments=[SegmentTiming(0.0, join.audio.size / SAMPLE_RATE, text, words)]
+    )
     labelled, speakers = assign_speakers(spanning, _turns(join))
 
     first, second = labelled.segments
