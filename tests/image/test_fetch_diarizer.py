@@ -102,3 +102,14 @@ def test_the_dockerfile_bakes_the_diarizer_by_default_and_a_build_arg_leaves_it_
     assert "builder/hub_catalog.py" in copied and "builder/nemo_archive.py" in copied
     runtime_labels = " ".join(item["value"] for item in parse_stages(dockerfile)[-1].of("LABEL"))
     assert 'io.stenopod.diarizer="${DIARIZER}"' in runtime_labels
+
+
+def test_the_hub_listing_never_offers_the_diarizer_as_a_model() -> None:
+    """The Hub build bakes the diarizer by default; its presets and model choices stay ASR models."""
+    from tests.image.conftest import REPO, load_json
+
+    hub = load_json(REPO / ".runpod" / "hub.json")
+    model_input = next(item for item in hub["config"]["env"] if item["key"] == "STENOPOD_DEFAULT_MODEL")
+    offered = {option["value"] for option in model_input["input"]["options"]}
+    offered |= {preset["defaults"].get("STENOPOD_DEFAULT_MODEL") for preset in hub["config"]["presets"]}
+    assert "sortformer-4spk-v2" not in offered and "speaker labels" in hub["description"].lower()
