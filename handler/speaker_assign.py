@@ -36,7 +36,7 @@ def assign_speakers(transcript: Transcript, turns: list[SpeakerTurn]) -> tuple[T
     for segment in transcript.segments:
         if not segment.words:
             speaker = finder.speaker(segment.start, segment.end)
-            segments.append(_copy(segment, segment.words, label(speaker), segment.start, segment.end))
+            segments.append(SegmentTiming(segment.start, segment.end, segment.text, speaker=label(speaker)))
             continue
         speakers = [finder.speaker(word.start, word.end) for word in segment.words]
         parts = _runs(speakers)
@@ -123,9 +123,3 @@ def _cut_text(segment: SegmentTiming, firsts: list[int]) -> list[str]:
 
 def _word(word: WordTiming, speaker: str) -> WordTiming:
     return WordTiming(start=word.start, end=word.end, text=word.text, speaker=speaker)
-
-
-def _copy(
-    segment: SegmentTiming, words: list[WordTiming], speaker: str, start: float, end: float
-) -> SegmentTiming:
-    return SegmentTiming(start=start, end=end, text=segment.text, words=list(words), speaker=speaker)
