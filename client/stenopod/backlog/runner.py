@@ -65,7 +65,7 @@ from stenopod.backlog.preflight import (
 from stenopod.backlog.progress import ProgressView
 from stenopod.endpoint import EndpointAuthError, EndpointClient, EndpointError, EndpointNotFound, JobStatus
 from stenopod.pricing import PricingError, job_cost, price_per_second
-from stenopod.schema import ErrorCode, JobError, OutputFormat, Timestamps
+from stenopod.schema import MAX_SPEAKERS, ErrorCode, JobError, OutputFormat, Timestamps
 from stenopod.storage import (
     DEFAULT_PRESIGN_SECONDS,
     INPUTS_PREFIX,
@@ -141,6 +141,8 @@ class BacklogOptions:
     formats: tuple[str, ...] = DEFAULT_FORMATS
     timestamps: str = "segment"
     language: str | None = None
+    diarize: bool = False  # speaker labels (the worker needs its diarizer baked in)
+    max_speakers: int | None = None
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     job_seconds: float = DEFAULT_JOB_SECONDS
     max_items_per_job: int = DEFAULT_MAX_ITEMS_PER_JOB
@@ -184,6 +186,12 @@ class BacklogOptions:
             )
         if self.timestamps not in {value.value for value in Timestamps}:
             raise UsageError("--timestamps: must be none, segment or word")
+        if self.max_speakers is not None and not self.diarize:
+            raise UsageError("--max-speakers: applies only with --diarize")
+        if self.max_speakers is not None and not 1 <= self.max_speakers <= MAX_SPEAKERS:
+            raise UsageError(
+                f"--max-speakers: 1 to {MAX_SPEAKERS}, the most speakers the diarizer tells apart"
+            )
         for name in ("max_in_flight", "max_attempts", "max_items_per_job"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')}: must be at least 1")
@@ -558,6 +566,10 @@ class BacklogRunner:
             job_input["model"] = self.options.model
         if self.options.language:
             job_input["language"] = self.options.language
+        if self.options.diarize:
+            job_input["diarize"] = True
+            if self.options.max_speakers is not None:
+                job_input["max_speakers"] = self.options.max_speakers
         webhook = self.webhooks.url if self.webhooks is not None else None
         try:
             return await self.client.run(job_input, webhook=webhook)
