@@ -55,9 +55,21 @@ def to_schema_segments(transcript: Transcript, with_words: bool) -> list[Segment
             start=round(seg.start, 3),
             end=round(seg.end, 3),
             text=seg.text.strip(),
-            words=[Word(start=round(w.start, 3), end=round(w.end, 3), word=w.text.strip()) for w in seg.words]
+            words=[
+                Word(
+                    start=round(w.start, 3),
+                    end=round(w.end, 3),
+                    word=w.text.strip(),
+                    probability=w.probability,
+                )
+                for w in seg.words
+            ]
             if with_words
             else None,
+            language=seg.language,
+            avg_logprob=seg.avg_logprob,
+            no_speech_prob=seg.no_speech_prob,
+            compression_ratio=seg.compression_ratio,
         )
         for index, seg in enumerate(transcript.segments)
     ]

@@ -41,11 +41,12 @@ from .chunking import Chunk, chunk_bound
 from .decode_pool import shared_pool
 from .engine_clock import EngineClock
 from .engine_gate import EngineGate
-from .engines.base import SAMPLE_RATE, BatchLimits, Engine, EngineError, Transcript
+from .engines.base import SAMPLE_RATE, BatchLimits, DecodeOptions, Engine, EngineError, Transcript
 from .engines.registry import ModelUnavailable
 from .errors import StageError
 from .feed import Feed
 from .formats import CONTENT_TYPES, TranscriptDocument, render
+from .item_options import check_options, decode_options
 from .longform import transcribe_long
 from .progress import Progress, runpod_progress
 from .settings import JobSettings, decode_processes_for
@@ -75,6 +76,7 @@ class _Item:
 
     spec: JobItem
     result: ItemResult
+    options: DecodeOptions
     audio: np.ndarray | None = None
     chunks: list[Chunk] | None = None  # where the engine call cuts the audio, planned in preparation
     transcript: Transcript | None = None
@@ -162,7 +164,11 @@ class _JobRunner:
         self.settings = settings
         self.word_timestamps = job_input.timestamps == Timestamps.word
         self.items = [
-            _Item(spec, ItemResult(id=spec.id, status="ok", model=job_input.model))
+            _Item(
+                spec,
+                ItemResult(id=spec.id, status="ok", model=job_input.model),
+                decode_options(job_input, spec),
+            )
             for spec in job_input.job_items()
         ]
         self.gpu_failed = False
@@ -188,6 +194,9 @@ class _JobRunner:
             for item in self.items:
                 item.fail(ErrorCode.model_unavailable, message)
             return self._answer()
+        refused = check_options(self.input, self.engine)
+        if refused is not None:
+            return {"error": refused.to_runpod_error()}
         for item in self.items:
             item.result.model = self.engine.model_id
         if self.input.output is not None:
@@ -427,8 +436,7 @@ class _JobRunner:
             self.engine,
             audios,
             plans=None if any(plan is None for plan in plans) else plans,
-            language=self.input.language,
-            word_timestamps=self.word_timestamps,
+            decode=[item.options for item in items],
             batch_size=self._batch_limits().max_items,
         )
         started = time.perf_counter()
@@ -494,15 +502,20 @@ class _JobRunner:
         segments = to_schema_segments(transcript, self.word_timestamps)
         result.text = transcript.text.strip()
         result.language = transcript.language
+        result.language_probability = transcript.language_probability
         result.segments = None if self.input.timestamps == Timestamps.none else segments
         if result.timings.inference_s > 0 and result.duration_s:
             result.rtfx = round(result.duration_s / result.timings.inference_s, 2)
         item.document = TranscriptDocument(
             text=result.text,
-            segments=segments,
+            # Subtitle cues are cut from the words, whether or not the json lists them.
+            segments=to_schema_segments(transcript, True) if self.input.subtitles is not None else segments,
             language=transcript.language,
             duration=result.duration_s or 0.0,
             word_timestamps=self.word_timestamps,
+            task=self.input.task.value,
+            language_probability=transcript.language_probability,
+            subtitles=self.input.subtitles,
         )
 
     async def _write(self, item: _Item) -> None:
