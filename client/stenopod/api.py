@@ -63,6 +63,10 @@ async def transcribe_backlog(
     formats: Sequence[str] | str = DEFAULT_FORMATS,
     timestamps: str = "segment",
     language: str | None = None,
+    task: str = "transcribe",
+    prompt: str | None = None,
+    hotwords: Sequence[str] = (),
+    subtitles: dict[str, float] | bool | None = None,
     state: str | Path | None = None,
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     job_seconds: float = 600.0,
@@ -84,6 +88,9 @@ async def transcribe_backlog(
     output: a folder (local endpoint only) or s3://bucket/prefix/. Transcripts land at
         <output>/<item id>.<format>, with <output>/manifest.jsonl listing every item.
     formats: a list such as ["json", "srt"] or a comma string such as "json,srt".
+    task: "translate" for English text from any language (multilingual Whisper models).
+    prompt, hotwords: vocabulary, e.g. hotwords=["ComfyUI"]; subtitles: True for readable srt/vtt
+        cues with the default limits, or a dict such as {"max_line_width": 32, "max_duration_s": 5}.
     endpoint: a RunPod endpoint id (key from api_key or RUNPOD_API_KEY), or the URL of a
         `stenopod serve` endpoint; None starts the embedded local endpoint for this call.
     state: the SQLite ledger; default <output>/.stenopod-state.sqlite for a folder output, else
@@ -98,6 +105,10 @@ async def transcribe_backlog(
         formats=split_formats(formats),
         timestamps=timestamps,
         language=language,
+        task=task,
+        prompt=prompt,
+        hotwords=tuple(hotwords),
+        subtitles=({} if subtitles is True else dict(subtitles)) if subtitles else None,
         max_in_flight=max_in_flight,
         job_seconds=job_seconds,
         max_attempts=max_attempts,

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from stenopod.backlog.job_options import job_fields, options_problem
 from stenopod.backlog.ledger import (
     ATTEMPT_FAILED,
     CANCELLED,
@@ -149,17 +150,28 @@ class BacklogOptions:
     gpu: str | None = None
     price_per_s: float | None = None
     price_table: str | None = None
+    # Sent with every job (stenopod.backlog.job_options): translation, vocabulary, subtitle limits.
+    task: str = "transcribe"
+    prompt: str | None = None
+    hotwords: tuple[str, ...] = ()
+    subtitles: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)
         data["formats"] = list(self.formats)
+        data["hotwords"] = list(self.hotwords)
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BacklogOptions:
         known = {name: value for name, value in data.items() if name in cls.__dataclass_fields__}
         known["formats"] = tuple(known.get("formats") or DEFAULT_FORMATS)
+        known["hotwords"] = tuple(known.get("hotwords") or ())
         return cls(**known)
+
+    def job_fields(self) -> dict[str, Any]:
+        """The transcription options as job input fields."""
+        return job_fields(self.task, self.prompt, self.hotwords, self.subtitles)
 
     def validate(self) -> None:
         if not self.sources:
@@ -187,6 +199,9 @@ class BacklogOptions:
             check_settings(self.language, self.webhook_listen)
         except PreflightError as error:
             raise UsageError(str(error)) from None
+        problem = options_problem(self.job_fields())
+        if problem is not None:
+            raise UsageError(problem)
 
 
 @dataclass
@@ -542,6 +557,7 @@ class BacklogRunner:
             job_input["model"] = self.options.model
         if self.options.language:
             job_input["language"] = self.options.language
+        job_input.update(self.options.job_fields())
         webhook = self.webhooks.url if self.webhooks is not None else None
         try:
             return await self.client.run(job_input, webhook=webhook)
