@@ -7,19 +7,24 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from faster_whisper.audio import decode_audio
-from stenopod.schema import JobError
+from stenopod.schema import JobError, OutputFormat
 
 from handler.chunking import plan_audio
 from handler.engines.base import SAMPLE_RATE, DecodeOptions, Engine
 from handler.job import run_job
 from handler.longform import transcribe_long
 from tests.handler.test_determinism import OneEngineRegistry
+from tests.handler.test_formats_cues import _parse
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +115,36 @@ def test_what_the_model_cannot_do_is_invalid_input_naming_field_and_model(
     error = JobError.from_runpod_error(answer["error"])
     assert error.code == "invalid_input" and error.fields == [field]
     assert "tiny.en" in error.message and named in error.message
+
+
+def test_a_runpod_console_request_with_every_option(data_dir: Path, tmp_path: Path) -> None:
+    """`python -m handler --test_input`, as RunPod's console sends a request: hotwords, a prompt,
+    word times, readable subtitles and the confidences, written to a folder."""
+    job = {
+        "input": {
+            "audio": data_uri(data_dir / "hotwords.mp3"),
+            "id": "hot",
+            "hotwords": ["ComfyUI"],
+            "prompt": "A ComfyUI tutorial.",
+            "timestamps": "word",
+            "subtitles": {"max_line_width": 20, "max_line_count": 1, "max_duration_s": 2},
+            "output": str(tmp_path),
+        }
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STENOPOD_", "RUNPOD_"))}
+    env |= {"HF_HUB_OFFLINE": "1", "STENOPOD_ALLOW_LOCAL_OUTPUT": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "handler", "--test_input", json.dumps(job)],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0 and "completed successfully" in proc.stdout + proc.stderr, proc.stderr[-3000:]
+    body = json.loads((tmp_path / "hot.json").read_text())
+    assert "ComfyUI" in body["text"]
+    assert all(0 < word["probability"] <= 1 for word in body["words"])
+    assert all(segment["avg_logprob"] < 0 for segment in body["segments"])
+    cues = _parse(OutputFormat.vtt, (tmp_path / "hot.vtt").read_text())
+    assert len(cues) >= 3 and all("\n" not in text and end - start <= 2000 for start, end, text in cues)
