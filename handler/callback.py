@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import httpx
@@ -18,14 +17,20 @@ log = logging.getLogger("stenopod.handler.callback")
 JOB_ID_HEADER = "X-Stenopod-Job-Id"
 
 
-def post_item(callback: Callback, item: ItemResult, job_id: str | None = None) -> str | None:
+def post_item(
+    callback: Callback,
+    item: ItemResult,
+    job_id: str | None = None,
+    *,
+    retries: int = 2,
+    backoff_s: float = 1.0,
+) -> str | None:
     """POST the item's JSON, signed; None when delivered, else why not (secret-free, URL redacted).
 
     Retried on connection errors, timeouts and 5xx. A 3xx is not followed: the receiver is a fixed
     endpoint, and following would let it bounce the worker to an address the guard has not seen.
     """
-    attempts = 1 + max(0, int(os.environ.get("STENOPOD_CALLBACK_RETRIES", "2") or 2))
-    backoff = float(os.environ.get("STENOPOD_CALLBACK_BACKOFF_S", "1") or 1)
+    attempts = 1 + max(0, retries)
     body = item.model_dump_json().encode("utf-8")
     shown = redact_url(callback.url)
     problem = url_problem(callback.url)  # the schema refuses these; a caller that skipped it is told why
@@ -52,7 +57,7 @@ def post_item(callback: Callback, item: ItemResult, job_id: str | None = None) -
                 if response.status_code < 500 and response.status_code != 429:
                     break  # the receiver refused it; sending it again will not help
             if attempt + 1 < attempts:
-                time.sleep(backoff * 2**attempt)
+                time.sleep(backoff_s * 2**attempt)
     message = f"callback {shown} failed: {reason}"
     log.warning("item %s: %s", item.id, message)
     return message

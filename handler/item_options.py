@@ -8,15 +8,13 @@ audio is fetched, naming the field and the model, rather than transcribing it so
 
 from __future__ import annotations
 
-from stenopod.schema import ErrorCode, JobError, JobInput, JobItem, Timestamps
+from stenopod.schema import ErrorCode, JobError, JobInput, JobItem
 
 from .engines.base import DecodeOptions, Engine
 
 
-def decode_options(job: JobInput, item: JobItem) -> DecodeOptions:
-    """What the engine transcribes this item with."""
-    # Word times for the json's words, and for subtitle cues cut from them.
-    word_timestamps = job.timestamps == Timestamps.word or job.subtitles is not None
+def decode_options(job: JobInput, item: JobItem, word_timestamps: bool = False) -> DecodeOptions:
+    """What the engine transcribes this item with (word_timestamps: whether the job needs word times)."""
     hotwords = item.hotwords if item.hotwords is not None else job.hotwords
     return DecodeOptions(
         language=item.language if item.language is not None else job.language,

@@ -4,7 +4,9 @@ An engine's segments make poor cues: a Whisper segment can run 30 s and 300 char
 one a whole sentence. With the job's `subtitles` limits the srt/vtt cues are cut again from the
 words: at most max_line_count lines of at most max_line_width characters (a single longer word
 stands alone on its line), shown for at most max_duration_s, a new cue after a long pause, and a
-cue ending, or its line breaking, at a sentence end where one falls well inside the limits.
+cue ending, or its line breaking, at a sentence end where one falls well inside the limits. A
+diarized transcript starts a new cue where the speaker changes (srt's "SPEAKER_0: " prefix comes
+on top of the line width; vtt names the speaker in a voice tag that is not shown as text).
 handler.formats turns the spans into timed cues (in order, never overlapping); json keeps the
 engine's segments.
 """
@@ -29,15 +31,16 @@ class _Word:
     start: float
     end: float
     text: str
+    speaker: str | None = None
 
     @property
     def ends_sentence(self) -> bool:
         return self.text.rstrip("\"')]»”").endswith(SENTENCE_ENDS)
 
 
-def subtitle_spans(segments: list[Segment], limits: Subtitles) -> list[tuple[float, float, str]]:
-    """(start_s, end_s, text with "\\n" between lines) per cue, in the words' order."""
-    spans: list[tuple[float, float, str]] = []
+def subtitle_spans(segments: list[Segment], limits: Subtitles) -> list[tuple[float, float, str, str | None]]:
+    """(start_s, end_s, text with "\\n" between lines, speaker) per cue, in the words' order."""
+    spans: list[tuple[float, float, str, str | None]] = []
     cue: list[_Word] = []
     capacity = limits.max_line_width * limits.max_line_count
     for word in _words(segments):
@@ -45,7 +48,7 @@ def subtitle_spans(segments: list[Segment], limits: Subtitles) -> list[tuple[flo
             candidate = [*cue, word]
             too_long = word.end - cue[0].start > limits.max_duration_s
             too_wide = _layout(candidate, limits) is None
-            paused = word.start - cue[-1].end >= PAUSE_S
+            paused = word.start - cue[-1].end >= PAUSE_S or word.speaker != cue[-1].speaker
             sentence_done = cue[-1].ends_sentence and _chars(cue) >= SENTENCE_BREAK_FILL * capacity
             if too_long or too_wide or paused or sentence_done:
                 spans.append(_span(cue, limits))
@@ -60,7 +63,11 @@ def _words(segments: list[Segment]) -> list[_Word]:
     """Every word with its times; a segment without word times has its text spread over its span."""
     words: list[_Word] = []
     for segment in segments:
-        timed = [_Word(w.start, w.end, w.word.strip()) for w in segment.words or [] if w.word.strip()]
+        timed = [
+            _Word(w.start, w.end, w.word.strip(), w.speaker if w.speaker is not None else segment.speaker)
+            for w in segment.words or []
+            if w.word.strip()
+        ]
         words.extend(timed or _spread(segment))
     return words
 
@@ -74,7 +81,7 @@ def _spread(segment: Segment) -> list[_Word]:
     for text in texts:
         start = segment.start + duration * position / total
         position += len(text) + 1
-        words.append(_Word(start, segment.start + duration * position / total, text))
+        words.append(_Word(start, segment.start + duration * position / total, text, segment.speaker))
     return words
 
 
@@ -108,9 +115,9 @@ def _wrap(texts: list[str], width: int) -> list[str]:
     return lines
 
 
-def _span(words: list[_Word], limits: Subtitles) -> tuple[float, float, str]:
+def _span(words: list[_Word], limits: Subtitles) -> tuple[float, float, str, str | None]:
     lines = _layout(words, limits) or _wrap([word.text for word in words], limits.max_line_width)
     start = words[0].start
     # One word said slower than the limit still gets a cue no longer than the limit.
     end = min(max(word.end for word in words), start + limits.max_duration_s)
-    return start, end, "\n".join(lines)
+    return start, end, "\n".join(lines), words[0].speaker

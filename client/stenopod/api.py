@@ -67,6 +67,8 @@ async def transcribe_backlog(
     prompt: str | None = None,
     hotwords: Sequence[str] = (),
     subtitles: dict[str, float] | bool | None = None,
+    diarize: bool = False,
+    max_speakers: int | None = None,
     state: str | Path | None = None,
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     job_seconds: float = 600.0,
@@ -85,12 +87,15 @@ async def transcribe_backlog(
 
     sources: files, folders, globs, http(s) URLs, manifests (.txt/.csv/.jsonl), s3:// prefixes and
         podcast feed URLs, in any mix.
-    output: a folder (local endpoint only) or s3://bucket/prefix/. Transcripts land at
-        <output>/<item id>.<format>, with <output>/manifest.jsonl listing every item.
+    output: a folder or s3://bucket/prefix/. Transcripts land at <output>/<item id>.<format>, with
+        <output>/manifest.jsonl listing every item. A folder with a RunPod endpoint needs no bucket:
+        local files (up to ~7.4 MB each) travel inside the jobs and transcripts come back in the answers.
     formats: a list such as ["json", "srt"] or a comma string such as "json,srt".
     task: "translate" for English text from any language (multilingual Whisper models).
     prompt, hotwords: vocabulary, e.g. hotwords=["ComfyUI"]; subtitles: True for readable srt/vtt
         cues with the default limits, or a dict such as {"max_line_width": 32, "max_duration_s": 5}.
+    diarize: label who speaks when (`speaker` on segments and words, speaker-prefixed txt, srt and
+        vtt); the endpoint's image needs its diarizer. max_speakers (with diarize): at most this many.
     endpoint: a RunPod endpoint id (key from api_key or RUNPOD_API_KEY), or the URL of a
         `stenopod serve` endpoint; None starts the embedded local endpoint for this call.
     state: the SQLite ledger; default <output>/.stenopod-state.sqlite for a folder output, else
@@ -109,6 +114,8 @@ async def transcribe_backlog(
         prompt=prompt,
         hotwords=tuple(hotwords),
         subtitles=({} if subtitles is True else dict(subtitles)) if subtitles else None,
+        diarize=diarize,
+        max_speakers=max_speakers,
         max_in_flight=max_in_flight,
         job_seconds=job_seconds,
         max_attempts=max_attempts,

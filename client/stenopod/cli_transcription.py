@@ -1,4 +1,5 @@
-"""`stenopod transcribe` flags for what a job is transcribed with: task, prompt, hotwords, subtitles."""
+"""`stenopod transcribe` flags for what a job is transcribed with: language, task, vocabulary,
+subtitles, speaker labels."""
 
 from __future__ import annotations
 
@@ -11,6 +12,12 @@ from stenopod.cli_args import positive_float, positive_int
 def add_transcription_arguments(run: argparse.ArgumentParser) -> None:
     group = run.add_argument_group("transcription")
     group.add_argument("--language", help="ISO language code (default: detected)")
+    group.add_argument(
+        "--diarize", action="store_true", help="label who speaks when (SPEAKER_0, ...) in every format"
+    )
+    group.add_argument(
+        "--max-speakers", type=positive_int, help="with --diarize: at most this many speakers (up to 4)"
+    )
     group.add_argument(
         "--task",
         choices=["transcribe", "translate"],
@@ -43,7 +50,7 @@ def add_transcription_arguments(run: argparse.ArgumentParser) -> None:
 
 
 def transcription_options(args: argparse.Namespace) -> dict[str, Any]:
-    """BacklogOptions' language, task, prompt, hotwords and subtitles from the parsed flags."""
+    """BacklogOptions' language, speaker, task, vocabulary and subtitle fields from the parsed flags."""
     hotwords = tuple(
         dict.fromkeys(
             word.strip() for value in args.hotwords or [] for word in value.split(",") if word.strip()
@@ -58,6 +65,8 @@ def transcription_options(args: argparse.Namespace) -> dict[str, Any]:
     subtitles = limits if args.subtitles or limits else None
     return {
         "language": args.language,
+        "diarize": args.diarize,
+        "max_speakers": args.max_speakers,
         "task": args.task,
         "prompt": args.prompt,
         "hotwords": hotwords,

@@ -17,6 +17,7 @@ class WordTiming:
     end: float
     text: str
     probability: float | None = None  # the engine's confidence in the word, where it gives one
+    speaker: str | None = None  # set by handler.speaker_assign when the job asks for diarization
 
 
 @dataclass
@@ -30,6 +31,7 @@ class SegmentTiming:
     no_speech_prob: float | None = None
     compression_ratio: float | None = None
     language: str | None = None  # the language this stretch was transcribed in, where known
+    speaker: str | None = None
 
 
 @dataclass

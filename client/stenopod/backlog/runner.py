@@ -26,6 +26,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from stenopod.backlog.inline_payload import (
+    JOB_PAYLOAD_BYTES,
+    TooLargeForInline,
+    check_inline_sizes,
+    data_uri,
+    item_payload_bytes,
+)
+from stenopod.backlog.inline_results import worker_timestamps, write_inline_result
 from stenopod.backlog.job_options import job_fields, options_problem
 from stenopod.backlog.ledger import (
     ATTEMPT_FAILED,
@@ -58,7 +66,7 @@ from stenopod.backlog.preflight import (
 from stenopod.backlog.progress import ProgressView
 from stenopod.endpoint import EndpointAuthError, EndpointClient, EndpointError, EndpointNotFound, JobStatus
 from stenopod.pricing import PricingError, job_cost, price_per_second
-from stenopod.schema import ErrorCode, JobError, OutputFormat, Timestamps
+from stenopod.schema import MAX_SPEAKERS, ErrorCode, JobError, OutputFormat, Timestamps
 from stenopod.storage import (
     DEFAULT_PRESIGN_SECONDS,
     INPUTS_PREFIX,
@@ -134,6 +142,8 @@ class BacklogOptions:
     formats: tuple[str, ...] = DEFAULT_FORMATS
     timestamps: str = "segment"
     language: str | None = None
+    diarize: bool = False  # speaker labels (the worker needs its diarizer baked in)
+    max_speakers: int | None = None
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     job_seconds: float = DEFAULT_JOB_SECONDS
     max_items_per_job: int = DEFAULT_MAX_ITEMS_PER_JOB
@@ -188,6 +198,12 @@ class BacklogOptions:
             )
         if self.timestamps not in {value.value for value in Timestamps}:
             raise UsageError("--timestamps: must be none, segment or word")
+        if self.max_speakers is not None and not self.diarize:
+            raise UsageError("--max-speakers: applies only with --diarize")
+        if self.max_speakers is not None and not 1 <= self.max_speakers <= MAX_SPEAKERS:
+            raise UsageError(
+                f"--max-speakers: 1 to {MAX_SPEAKERS}, the most speakers the diarizer tells apart"
+            )
         for name in ("max_in_flight", "max_attempts", "max_items_per_job"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')}: must be at least 1")
@@ -286,11 +302,9 @@ class BacklogRunner:
         options.validate()
         self.options = options
         self.local = is_local_endpoint(options.endpoint)
-        if not self.local and not options.output.startswith("s3://"):
-            raise UsageError(
-                "--output: a RunPod endpoint cannot write to a folder on this machine; "
-                "give an s3://bucket/prefix/ output (credentials from AWS_* / S3_ENDPOINT_URL)"
-            )
+        # A RunPod endpoint and a folder, no bucket: local files go inside the job as data: URIs
+        # (inline_payload.py) and transcripts come back in its answer (inline_results.py).
+        self.inline = not self.local and not options.output.startswith("s3://")
         if options.endpoint is None and start_endpoint is None:
             raise UsageError("no endpoint: use stenopod.api.transcribe_backlog to start the embedded one")
         self.price: tuple[str, float] | None = None
@@ -340,6 +354,11 @@ class BacklogRunner:
         # Sources and endpoint are checked before the state file is touched: a run that cannot
         # start leaves neither a new state file nor its options in an old one (`retry` replays them).
         items = await self._expand_sources()
+        if self.inline:
+            try:
+                check_inline_sizes(items)  # before anything is submitted
+            except TooLargeForInline as error:
+                raise UsageError(str(error)) from None
         if options.endpoint is not None:
             try:
                 await check_contact(options.endpoint, self.api_key)
@@ -439,6 +458,8 @@ class BacklogRunner:
                             pending,
                             job_seconds=self.options.job_seconds,
                             max_items=self.options.max_items_per_job,
+                            payload_bytes=item_payload_bytes if self.inline else None,
+                            max_payload_bytes=JOB_PAYLOAD_BYTES if self.inline else None,
                         )
                     )
                 while packs and len(active) < self.options.max_in_flight:
@@ -549,15 +570,22 @@ class BacklogRunner:
         job_input: dict[str, Any] = {
             "items": job_items,
             "formats": list(self.options.formats),
-            "timestamps": self.options.timestamps,
-            "output": self.output_uri,
+            "timestamps": worker_timestamps(self.options.timestamps)
+            if self.inline
+            else self.options.timestamps,
             "submission": token,
         }
+        if not self.inline:
+            job_input["output"] = self.output_uri
         if self.options.model:
             job_input["model"] = self.options.model
         if self.options.language:
             job_input["language"] = self.options.language
         job_input.update(self.options.job_fields())
+        if self.options.diarize:
+            job_input["diarize"] = True
+            if self.options.max_speakers is not None:
+                job_input["max_speakers"] = self.options.max_speakers
         webhook = self.webhooks.url if self.webhooks is not None else None
         try:
             return await self.client.run(job_input, webhook=webhook)
@@ -578,6 +606,8 @@ class BacklogRunner:
         """A URL the worker can fetch the item from."""
         if item.local_path:
             path = Path(item.local_path)
+            if self.inline:
+                return await asyncio.to_thread(data_uri, path)
             if self.options.output.startswith("s3://"):
                 assert self.store is not None
                 key = f"{INPUTS_PREFIX}{item.id}{path.suffix.lower()}"
@@ -757,6 +787,14 @@ class BacklogRunner:
         """Done only when every asked-for format is in the output store."""
         assert self.store is not None
         store = self.store
+        if self.inline:
+            formats, timestamps = self.options.formats, self.options.timestamps
+            try:
+                await asyncio.to_thread(write_inline_result, store, item_id, result, formats, timestamps)
+            except (StorageError, ValueError) as error:
+                return ItemOutcome(
+                    id=item_id, ok=False, error_code=ErrorCode.storage_failed.value, error_message=str(error)
+                )
         try:
             keys = set(await asyncio.to_thread(lambda: list(store.list_keys(f"{item_id}."))))
         except StorageError as error:

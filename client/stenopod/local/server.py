@@ -25,6 +25,7 @@ from aiohttp import web
 from stenopod.local.client_api import ClientAPI, RunRequest
 from stenopod.local.http import json_errors
 from stenopod.local.jobs import Job, JobStatus, JobStore
+from stenopod.local.openai_api import OpenAIRoutes
 from stenopod.local.webhooks import WebhookSender
 from stenopod.local.worker_api import WorkerAPI
 from stenopod.local.workers import Worker, WorkerPool, WorkerUrls, build_worker_env, check_worker_count
@@ -136,6 +137,7 @@ class LocalEndpoint:
         app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY_BYTES)
         app.add_routes(ClientAPI(self).routes())
         app.add_routes(WorkerAPI(self).routes())
+        app.add_routes(OpenAIRoutes(self).routes())  # /v1/audio/*: OpenAI's transcription API
         # No access log: worker URLs carry their token in the query string.
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
