@@ -73,3 +73,23 @@ def test_retry_replays_the_options() -> None:
         "hotwords": ["ComfyUI"],
         "subtitles": {},
     }
+
+
+def test_without_a_bucket_the_client_cuts_the_same_subtitles_from_the_inline_answer() -> None:
+    """RunPod endpoint + folder output: the files are rendered from the answer, subtitles included."""
+    from stenopod.backlog.inline_results import render_result, worker_timestamps
+
+    assert worker_timestamps("segment", subtitles=True) == "word"  # cues are cut from words
+    words = [{"start": i * 0.4, "end": i * 0.4 + 0.3, "word": f"word{i}"} for i in range(30)]
+    text = " ".join(w["word"] for w in words)
+    result = {
+        "id": "a", "status": "ok", "text": text, "duration_s": 12.0, "language": "en",
+        "segments": [{"id": 0, "start": 0.0, "end": 12.0, "text": text, "words": words}],
+    }  # fmt: skip
+    limits = {"max_line_width": 20, "max_line_count": 1, "max_duration_s": 2.0}
+    files = render_result(result, ("srt", "json"), "segment", limits, "translate")
+    blocks = files["srt"].decode().strip().split("\n\n")
+    assert len(blocks) >= 6 and all(len(block.split("\n")) == 3 for block in blocks)
+    assert all(len(block.split("\n")[2]) <= 20 for block in blocks)
+    body = json.loads(files["json"])
+    assert body["task"] == "translate" and "words" not in body["segments"][0]

@@ -570,7 +570,7 @@ class BacklogRunner:
         job_input: dict[str, Any] = {
             "items": job_items,
             "formats": list(self.options.formats),
-            "timestamps": worker_timestamps(self.options.timestamps)
+            "timestamps": worker_timestamps(self.options.timestamps, self.options.subtitles is not None)
             if self.inline
             else self.options.timestamps,
             "submission": token,
@@ -790,7 +790,16 @@ class BacklogRunner:
         if self.inline:
             formats, timestamps = self.options.formats, self.options.timestamps
             try:
-                await asyncio.to_thread(write_inline_result, store, item_id, result, formats, timestamps)
+                await asyncio.to_thread(
+                    write_inline_result,
+                    store,
+                    item_id,
+                    result,
+                    formats,
+                    timestamps,
+                    self.options.subtitles,
+                    self.options.task,
+                )
             except (StorageError, ValueError) as error:
                 return ItemOutcome(
                     id=item_id, ok=False, error_code=ErrorCode.storage_failed.value, error_message=str(error)
