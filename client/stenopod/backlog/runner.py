@@ -34,6 +34,7 @@ from stenopod.backlog.inline_payload import (
     item_payload_bytes,
 )
 from stenopod.backlog.inline_results import worker_timestamps, write_inline_result
+from stenopod.backlog.job_options import job_fields, options_problem
 from stenopod.backlog.ledger import (
     ATTEMPT_FAILED,
     CANCELLED,
@@ -159,17 +160,28 @@ class BacklogOptions:
     gpu: str | None = None
     price_per_s: float | None = None
     price_table: str | None = None
+    # Sent with every job (stenopod.backlog.job_options): translation, vocabulary, subtitle limits.
+    task: str = "transcribe"
+    prompt: str | None = None
+    hotwords: tuple[str, ...] = ()
+    subtitles: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)
         data["formats"] = list(self.formats)
+        data["hotwords"] = list(self.hotwords)
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BacklogOptions:
         known = {name: value for name, value in data.items() if name in cls.__dataclass_fields__}
         known["formats"] = tuple(known.get("formats") or DEFAULT_FORMATS)
+        known["hotwords"] = tuple(known.get("hotwords") or ())
         return cls(**known)
+
+    def job_fields(self) -> dict[str, Any]:
+        """The transcription options as job input fields."""
+        return job_fields(self.task, self.prompt, self.hotwords, self.subtitles)
 
     def validate(self) -> None:
         if not self.sources:
@@ -203,6 +215,9 @@ class BacklogOptions:
             check_settings(self.language, self.webhook_listen)
         except PreflightError as error:
             raise UsageError(str(error)) from None
+        problem = options_problem(self.job_fields())
+        if problem is not None:
+            raise UsageError(problem)
 
 
 @dataclass
@@ -555,7 +570,7 @@ class BacklogRunner:
         job_input: dict[str, Any] = {
             "items": job_items,
             "formats": list(self.options.formats),
-            "timestamps": worker_timestamps(self.options.timestamps)
+            "timestamps": worker_timestamps(self.options.timestamps, self.options.subtitles is not None)
             if self.inline
             else self.options.timestamps,
             "submission": token,
@@ -566,6 +581,7 @@ class BacklogRunner:
             job_input["model"] = self.options.model
         if self.options.language:
             job_input["language"] = self.options.language
+        job_input.update(self.options.job_fields())
         if self.options.diarize:
             job_input["diarize"] = True
             if self.options.max_speakers is not None:
@@ -774,7 +790,16 @@ class BacklogRunner:
         if self.inline:
             formats, timestamps = self.options.formats, self.options.timestamps
             try:
-                await asyncio.to_thread(write_inline_result, store, item_id, result, formats, timestamps)
+                await asyncio.to_thread(
+                    write_inline_result,
+                    store,
+                    item_id,
+                    result,
+                    formats,
+                    timestamps,
+                    self.options.subtitles,
+                    self.options.task,
+                )
             except (StorageError, ValueError) as error:
                 return ItemOutcome(
                     id=item_id, ok=False, error_code=ErrorCode.storage_failed.value, error_message=str(error)
