@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .decode import SAMPLE_RATE, FrameBlock, frame_kind
+from .decode import BLOCK_S, SAMPLE_RATE, FrameBlock, frame_kind
 
 SEGMENT_S = 120.0
 WARMUP_S = 1.0
@@ -108,7 +108,8 @@ def _decode_range(path: str, layout: Layout, start: int, lo: int, hi: int | None
     """Mono source samples [lo, hi) (hi None: to the end), decoding from a seek before start."""
     import av
 
-    block = FrameBlock()  # frames from the first one holding sample lo
+    block = FrameBlock()  # frames not yet converted, from the first one holding sample lo
+    mono: list[np.ndarray] = []  # converted every BLOCK_S: arrays of minutes thrash the caches
     kind: tuple[str, int, int] | None = None
     first_kept = None  # the source index of raw's first sample
     position = None  # the source index after the last frame kept
@@ -137,13 +138,16 @@ def _decode_range(path: str, layout: Layout, start: int, lo: int, hi: int | None
                 raise SeamMismatch(f"frames not contiguous at sample {position}")
             position = first + frame.samples
             block.add(frame)
+            if block.samples >= BLOCK_S * layout.rate:
+                mono.append(block.take_mono(this_kind))
             if hi is not None and position >= hi:
                 break
     if kind is None or first_kept is None or position is None or kind[2] != layout.rate:
         raise SeamMismatch("nothing decoded, or at another rate")
     if hi is not None and position < hi:
         raise SeamMismatch("the file ended before its declared length")
-    samples = block.take_mono(kind)[lo - first_kept :]
+    mono.append(block.take_mono(kind))
+    samples = np.concatenate(mono)[lo - first_kept :]
     return samples if hi is None else samples[: hi - lo]
 
 
