@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from stenopod.backlog.runner import BacklogOptions, BacklogRunner
+from stenopod.backlog.loop import BacklogRunner
+from stenopod.backlog.options import BacklogOptions
 from stenopod.local import LocalEndpoint, run_in_thread
 from stenopod.storage import S3Credentials, S3Store, parse_s3_uri
 

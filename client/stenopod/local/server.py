@@ -24,8 +24,8 @@ from aiohttp import web
 
 from stenopod.local.client_api import ClientAPI, RunRequest
 from stenopod.local.http import json_errors
-from stenopod.local.jobs import Job, JobStatus, JobStore
-from stenopod.local.webhooks import WebhookSender
+from stenopod.local.jobs import Job, JobState, JobStore
+from stenopod.local.webhook_sender import WebhookSender
 from stenopod.local.worker_api import WorkerAPI
 from stenopod.local.workers import Worker, WorkerPool, WorkerUrls, build_worker_env, check_worker_count
 from stenopod.schema import ErrorCode, JobError
@@ -34,7 +34,7 @@ log = logging.getLogger("stenopod.local")
 
 DEFAULT_WORKER_COMMAND = [sys.executable, "-m", "handler"]
 MAX_BODY_BYTES = 32 * 1024 * 1024  # RunPod accepts 10 MB on /run and 20 MB on /runsync
-WEBHOOK_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.TIMED_OUT})
+WEBHOOK_STATUSES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.TIMED_OUT})
 
 
 def is_loopback_host(host: str) -> bool:
@@ -238,13 +238,13 @@ class LocalEndpoint:
     def cancel(self, job: Job) -> None:
         if job.terminal:
             return
-        was_running = job.status is JobStatus.IN_PROGRESS
-        self.store.finish(job, JobStatus.CANCELLED)
+        was_running = job.status is JobState.IN_PROGRESS
+        self.store.finish(job, JobState.CANCELLED)
         if was_running:
             self._tell_worker_to_stop(job)
 
     def retry(self, job: Job) -> bool:
-        if job.status not in (JobStatus.FAILED, JobStatus.TIMED_OUT, JobStatus.CANCELLED):
+        if job.status not in (JobState.FAILED, JobState.TIMED_OUT, JobState.CANCELLED):
             return False
         self.store.retry(job)
         self._notify_queue()
@@ -312,7 +312,7 @@ class LocalEndpoint:
             if body.get("stopPod"):
                 # refresh_worker: RunPod replaces the worker once the job is answered.
                 self._restart_worker_soon(worker, "the handler asked for refresh_worker")
-        if job is None or job.worker_id != worker.id or job.status is not JobStatus.IN_PROGRESS:
+        if job is None or job.worker_id != worker.id or job.status is not JobState.IN_PROGRESS:
             return  # cancelled, timed out or expired meanwhile: the late answer is dropped
         if not final:
             if "output" in body:
@@ -326,13 +326,13 @@ class LocalEndpoint:
         error = body.get("error")
         if error:
             text = error if isinstance(error, str) else _json_text(error)
-            self.store.finish(job, JobStatus.FAILED, output=output, has_output=has_output, error=text)
+            self.store.finish(job, JobState.FAILED, output=output, has_output=has_output, error=text)
         else:
-            self.store.finish(job, JobStatus.COMPLETED, output=output, has_output=has_output)
+            self.store.finish(job, JobState.COMPLETED, output=output, has_output=has_output)
 
     def report_stream(self, worker: Worker, job_id: str, body: dict[str, Any]) -> None:
         job = self.store.get(job_id)
-        if job is None or job.worker_id != worker.id or job.status is not JobStatus.IN_PROGRESS:
+        if job is None or job.worker_id != worker.id or job.status is not JobState.IN_PROGRESS:
             return
         part = body.get("output")
         job.stream_pending.append(part)
@@ -394,13 +394,13 @@ class LocalEndpoint:
         for job_id in list(worker.jobs):
             worker.jobs.discard(job_id)
             job = self.store.get(job_id)
-            if job is not None and job.status is JobStatus.IN_PROGRESS and job.worker_id == worker.id:
+            if job is not None and job.status is JobState.IN_PROGRESS and job.worker_id == worker.id:
                 self._lost(job, "the worker dropped the job without sending a result")
 
     def _on_worker_exit(self, worker: Worker, returncode: int) -> None:
         for job_id in list(worker.jobs):
             job = self.store.get(job_id)
-            if job is not None and job.status is JobStatus.IN_PROGRESS and job.worker_id == worker.id:
+            if job is not None and job.status is JobState.IN_PROGRESS and job.worker_id == worker.id:
                 self._lost(job, f"the worker process exited (code {returncode}) while running the job")
         worker.jobs.clear()
         self._notify_queue()
@@ -417,7 +417,7 @@ class LocalEndpoint:
         error = JobError(
             code=ErrorCode.internal_error, message=f"{reason}; it had already been requeued once"
         )
-        self.store.finish(job, JobStatus.FAILED, error=error.to_runpod_error())
+        self.store.finish(job, JobState.FAILED, error=error.to_runpod_error())
 
     async def _reap_forever(self) -> None:
         while True:
@@ -429,12 +429,12 @@ class LocalEndpoint:
 
     def _reap(self, now: float) -> None:
         for job in self.store.overdue(now):
-            self.store.finish(job, JobStatus.TIMED_OUT)
+            self.store.finish(job, JobState.TIMED_OUT)
             self._tell_worker_to_stop(job)
         for job, reason in list(self.store.due_for_deletion(now)):
             if reason == "ttl":
                 self.expired += 1
-                if job.status is JobStatus.IN_PROGRESS:
+                if job.status is JobState.IN_PROGRESS:
                     self._tell_worker_to_stop(job)
             self.store.delete(job)
         for worker in self.pool.workers() if self.pool else []:
