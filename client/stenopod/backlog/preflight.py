@@ -39,7 +39,7 @@ def check_settings(language: str | None, webhook_listen: str | None) -> None:
             "ja, zh); leave it out to have the language detected"
         )
     if webhook_listen is not None:
-        from stenopod.backlog.webhooks import parse_listen
+        from stenopod.backlog.webhook_listener import parse_listen
 
         try:
             parse_listen(webhook_listen)
