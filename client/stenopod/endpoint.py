@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
-import os
 import random
 import re
 import time
@@ -30,6 +29,7 @@ from urllib.parse import quote, urlparse
 import httpx
 
 from stenopod.ratelimit import RateLimiter
+from stenopod.settings import client_settings
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def resolve_base_url(endpoint: str) -> str:
                 f"endpoint: {endpoint!r} is neither a RunPod endpoint id (letters, digits, '-', '_') "
                 "nor an http(s):// URL"
             )
-        base = os.environ.get("RUNPOD_ENDPOINT_BASE_URL") or RUNPOD_API_BASE
+        base = client_settings().runpod_endpoint_base_url or RUNPOD_API_BASE
         return f"{base.rstrip('/')}/{endpoint}"
     parsed = urlparse(endpoint)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
@@ -183,7 +183,7 @@ class EndpointClient:
         if max_retries < 0:
             raise ValueError(f"max_retries must not be negative, got {max_retries}")
         self._base_url = resolve_base_url(endpoint)
-        self._api_key = api_key if api_key is not None else (os.environ.get("RUNPOD_API_KEY") or None)
+        self._api_key = api_key if api_key is not None else client_settings().runpod_api_key
         self.max_in_flight = max_in_flight
         self.max_retries = max_retries
         self.backoff_base_s = backoff_base_s

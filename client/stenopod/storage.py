@@ -44,11 +44,14 @@ class S3Credentials:
     @classmethod
     def from_env(cls) -> S3Credentials:
         """Standard AWS variables, plus S3_ENDPOINT_URL / AWS_ENDPOINT_URL for R2, MinIO and friends."""
+        from stenopod.settings import client_settings
+
+        settings = client_settings()
         return cls(
-            access_key_id=os.environ.get("AWS_ACCESS_KEY_ID"),
-            secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
-            endpoint_url=os.environ.get("S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL") or None,
-            region=os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or None,
+            access_key_id=settings.aws_access_key_id,
+            secret_access_key=settings.aws_secret_access_key,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.aws_region,
         )
 
     @classmethod

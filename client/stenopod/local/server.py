@@ -27,7 +27,9 @@ from stenopod.local.http import json_errors
 from stenopod.local.jobs import Job, JobState, JobStore
 from stenopod.local.webhook_sender import WebhookSender
 from stenopod.local.worker_api import WorkerAPI
-from stenopod.local.workers import Worker, WorkerPool, WorkerUrls, build_worker_env, check_worker_count
+from stenopod.local.worker_env import WorkerUrls, build_worker_env
+from stenopod.local.worker_limits import check_worker_count
+from stenopod.local.workers import Worker, WorkerPool
 from stenopod.schema import ErrorCode, JobError
 
 log = logging.getLogger("stenopod.local")
