@@ -20,7 +20,6 @@ from stenopod.settings import SERVE_API_KEY_ENV, client_settings
 log = logging.getLogger("stenopod.local")
 
 
-
 @contextlib.contextmanager
 def run_in_thread(**kwargs: Any) -> Iterator[LocalEndpoint]:
     """Start a LocalEndpoint(**kwargs) on its own event loop in a background thread; stop it on exit.

@@ -27,6 +27,7 @@ WORKER_ENV_DEFAULTS: dict[str, str] = {
 # Inherited variables that would switch the runpod loop into another mode or widen what it may fetch.
 WORKER_ENV_DROPPED = ("RUNPOD_REALTIME_PORT", "RUNPOD_REALTIME_CONCURRENCY", ALLOW_PRIVATE_ENV)
 
+
 @dataclass(frozen=True)
 class WorkerUrls:
     """The runpod webhook URL templates for one worker ($ID and $RUNPOD_POD_ID are filled by runpod)."""
@@ -89,5 +90,3 @@ def build_worker_env(
     if model:
         env["STENOPOD_DEFAULT_MODEL"] = model
     return env
-
-

@@ -78,5 +78,3 @@ def check_worker_count(count: int, **kwargs: object) -> None:
             f"--workers {count} is more than this machine can run: the limit is {limit} ({how}); "
             f"{MAX_WORKERS_ENV} can lower the limit, not raise it"
         )
-
-

@@ -32,6 +32,7 @@ MAX_RESTART_DELAY_S = 30.0
 # endpoint, a worker other than `python -m handler`, nor the ping process of a SIGKILLed worker.
 GUARD_PATH = str(Path(__file__).resolve().with_name("guard.py"))
 
+
 @dataclass(eq=False)
 class Worker:
     """One incarnation of a worker slot: a process and the server's view of it."""
