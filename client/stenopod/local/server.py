@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import importlib.util
 import ipaddress
 import logging
 import sys
@@ -88,6 +89,12 @@ class LocalEndpoint(JobDispatch):
         # on two cores would only run it out of memory. A custom worker command (a test's) loads no
         # model, so only the core count bounds it.
         check_worker_count(workers, loads_model=worker_command is None)
+        if worker_command is None and importlib.util.find_spec("handler") is None:
+            # The SDK's wheel does not carry the worker: it runs from a checkout or the image.
+            raise ValueError(
+                "the local endpoint's workers run the stenopod worker (handler/), which this Python "
+                "cannot import: run from a stenopod checkout set up with `make setup`"
+            )
         self.host = host
         self._port = port
         self.workers = workers
