@@ -7,11 +7,15 @@ refresh_worker asks RunPod for a new worker after a GPU failure.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import stenopod
 from stenopod.schema import ErrorCode, ItemError, ItemResult, JobError, JobOutput, Segment, Word
 
-from .engines.base import Transcript
+from .engines.base import Engine, Transcript
+
+if TYPE_CHECKING:
+    from .pipeline import EngineTimes
 
 
 def build_answer(
@@ -45,6 +49,25 @@ def build_answer(
     if gpu_failed:
         answer["refresh_worker"] = True
     return answer
+
+
+def worker_facts(engine: Engine, job_s: float, times: EngineTimes) -> dict[str, Any]:
+    """The answer's `worker`: what ran the job, and how busy its engine was."""
+    return {
+        "version": stenopod.__version__,
+        "engine": engine.engine_name,
+        "device": engine.device,
+        "job_s": round(job_s, 3),
+        "engine_busy_s": round(times.engine_busy_s, 3),
+        # The share of the job the engine was working: on a GPU, the share of billed time used.
+        "engine_busy_share": round(times.engine_busy_s / job_s, 3) if job_s > 0 else 0.0,
+        "engine_wait_s": round(times.engine_wait_s, 3),
+        "first_input_s": round(times.first_input_s, 3),
+        "last_output_s": round(times.last_output_s, 3),
+        # fetch+decode+write on the critical path: the first batch's input, the engine's waits
+        # for later input, and the writes left after the last engine call.
+        "critical_io_s": round(times.first_input_s + times.engine_wait_s + times.last_output_s, 3),
+    }
 
 
 def to_schema_segments(transcript: Transcript, with_words: bool) -> list[Segment]:

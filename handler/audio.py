@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from stenopod.storage import S3Credentials, S3Store, StorageError, parse_s3_uri
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from .errors import StageError
-from .netguard import ForbiddenAddress, allow_private_urls, check_url, guarded_client, redact_url
+from .netguard import ForbiddenAddress, check_url, guarded_client, redact_url
 
 log = logging.getLogger("stenopod.handler.audio")
 
@@ -31,20 +30,9 @@ SAMPLE_RATE = 16_000
 MAX_REDIRECTS = 5
 
 
-def _env_number(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        log.warning("ignoring %s=%r: not a number", name, raw)
-        return default
-
-
 @dataclass(frozen=True)
 class AudioLimits:
-    """Caps and network settings for fetching and decoding, read from the environment."""
+    """Caps and network settings for fetching and decoding (read by handler.settings)."""
 
     max_bytes: int = 2 * 1024**3
     max_data_uri_bytes: int = 10 * 1000**2
@@ -56,20 +44,6 @@ class AudioLimits:
     # and then (never idle long enough for the read timeout) cannot hold the worker for days.
     deadline_s: float = 3 * 3600.0
     allow_private: bool = False
-
-    @classmethod
-    def from_env(cls) -> AudioLimits:
-        defaults = cls()
-        return cls(
-            max_bytes=int(_env_number("STENOPOD_MAX_AUDIO_BYTES", defaults.max_bytes)),
-            max_data_uri_bytes=int(_env_number("STENOPOD_MAX_DATA_URI_BYTES", defaults.max_data_uri_bytes)),
-            max_seconds=_env_number("STENOPOD_MAX_AUDIO_SECONDS", defaults.max_seconds),
-            timeout_s=_env_number("STENOPOD_FETCH_TIMEOUT_S", defaults.timeout_s),
-            retries=max(0, int(_env_number("STENOPOD_FETCH_RETRIES", defaults.retries))),
-            backoff_s=max(0.0, _env_number("STENOPOD_FETCH_BACKOFF_S", defaults.backoff_s)),
-            deadline_s=max(0.001, _env_number("STENOPOD_FETCH_DEADLINE_S", defaults.deadline_s)),
-            allow_private=allow_private_urls(),
-        )
 
 
 def fetch_audio(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
 import httpx
@@ -48,14 +47,20 @@ def _post_once(client: httpx.Client, callback: Callback, body: bytes, job_id: st
     )
 
 
-def post_item(callback: Callback, item: ItemResult, job_id: str | None = None) -> str | None:
+def post_item(
+    callback: Callback,
+    item: ItemResult,
+    job_id: str | None = None,
+    *,
+    retries: int = 2,
+    backoff_s: float = 1.0,
+) -> str | None:
     """POST the item's JSON, signed; None when delivered, else why not (secret-free, URL redacted).
 
     Retried on connection errors, timeouts and 5xx. A 3xx is not followed: the receiver is a fixed
     endpoint, and following would let it bounce the worker to an address the guard has not seen.
     """
-    attempts = 1 + max(0, int(os.environ.get("STENOPOD_CALLBACK_RETRIES", "2") or 2))
-    backoff = float(os.environ.get("STENOPOD_CALLBACK_BACKOFF_S", "1") or 1)
+    attempts = 1 + max(0, retries)
     body = item.model_dump_json().encode("utf-8")
     shown = redact_url(callback.url)
     problem = url_problem(callback.url)  # the schema refuses these; a caller that skipped it is told why
@@ -63,7 +68,7 @@ def post_item(callback: Callback, item: ItemResult, job_id: str | None = None) -
         return f"callback {shown} refused: input.callback.url {problem}"
     retrying = Retrying(
         stop=stop_after_attempt(attempts),
-        wait=wait_exponential(multiplier=backoff),  # backoff, 2 x backoff, 4 x backoff...
+        wait=wait_exponential(multiplier=backoff_s),  # backoff, 2 x backoff, 4 x backoff...
         retry=retry_if_result(lambda sent: sent.retry),
         retry_error_callback=lambda state: (
             state.outcome.result() if state.outcome else _Sent("not attempted")

@@ -44,13 +44,12 @@ def _watch(server_pid: int, first_parent_pid: int, interval_s: float) -> None:
             os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
-def watch_parent_from_env(interval_s: float = CHECK_INTERVAL_S) -> threading.Thread | None:
-    """Start the watch when STENOPOD_PARENT_PID names a parent; None when it does not."""
-    raw = os.environ.get(PARENT_ENV, "").strip()
-    if not raw.isdigit():
+def watch_parent(parent_pid: int | None, interval_s: float = CHECK_INTERVAL_S) -> threading.Thread | None:
+    """Start the watch when a parent (STENOPOD_PARENT_PID, WorkerSettings.parent_pid) is named."""
+    if parent_pid is None:
         return None
     thread = threading.Thread(
-        target=_watch, args=(int(raw), os.getppid(), interval_s), name="parent-watch", daemon=True
+        target=_watch, args=(parent_pid, os.getppid(), interval_s), name="parent-watch", daemon=True
     )
     thread.start()
     return thread

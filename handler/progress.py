@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from typing import Any
+
+from .settings import runpod_job_api_configured
 
 Progress = Callable[[dict[str, Any]], None]
 PROGRESS_INTERVAL_S = 1.0
@@ -13,7 +14,7 @@ PROGRESS_INTERVAL_S = 1.0
 
 def runpod_progress(job: dict[str, Any]) -> Progress:
     """progress_update for this job on RunPod; a no-op where no RunPod job API is configured."""
-    if not os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT"):
+    if not runpod_job_api_configured():
         return lambda payload: None
 
     last_sent = -PROGRESS_INTERVAL_S

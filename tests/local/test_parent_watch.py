@@ -10,7 +10,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from handler.parent_watch import PARENT_ENV, parent_gone, watch_parent_from_env
+from handler.parent_watch import PARENT_ENV, parent_gone, watch_parent
+from handler.settings import WorkerSettings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,8 +34,9 @@ def test_a_worker_outlives_its_endpoint_by_at_most_a_few_seconds(tmp_path: Path)
     worker_code = textwrap.dedent(
         """
         import time
-        from handler.parent_watch import watch_parent_from_env
-        assert watch_parent_from_env(interval_s=0.1) is not None
+        from handler.settings import WorkerSettings
+        from handler.parent_watch import watch_parent
+        assert watch_parent(WorkerSettings.from_env().parent_pid, interval_s=0.1) is not None
         time.sleep(120)
         """
     )
@@ -70,6 +72,7 @@ def test_a_worker_outlives_its_endpoint_by_at_most_a_few_seconds(tmp_path: Path)
 
 def test_no_watch_without_the_variable_and_a_live_parent_is_not_gone(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.delenv(PARENT_ENV, raising=False)
-    assert watch_parent_from_env() is None  # RunPod's workers: nothing watches
+    assert WorkerSettings.from_env().parent_pid is None
+    assert watch_parent(None) is None  # RunPod's workers: nothing watches
     assert not parent_gone(os.getppid(), os.getppid())
     assert parent_gone(os.getppid(), os.getppid() + 1)  # re-parented

@@ -78,6 +78,9 @@ class RunPodEndpointTestDouble:
         self.jobs: dict[str, DoubleJob] = {}
         self.faults: deque[Fault] = deque()
         self.max_concurrent = 0
+        # Called with (request, answer) once an answer has been sent: a test can act at that
+        # instant (kill the client between receiving an answer and acting on it).
+        self.on_answered: Callable[[RecordedRequest, Any], None] | None = None
         self._concurrent = 0
         self._lock = threading.Lock()
         double = self
@@ -205,6 +208,8 @@ class RunPodEndpointTestDouble:
             self._fail(handler, record, fault)
             return
         self._send(handler, record, status, answer)
+        if self.on_answered is not None:
+            self.on_answered(record, answer)
 
     def _operate(self, method: str, operation: str, rest: list[str], body: Any) -> tuple[int, Any]:
         with self._lock:

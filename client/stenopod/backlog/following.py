@@ -128,6 +128,7 @@ def outcomes_from_results(
                     model=result.get("model"),
                     language=result.get("language"),
                     duration_s=result.get("duration_s"),
+                    result=result,
                 )
             )
             continue

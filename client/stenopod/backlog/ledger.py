@@ -107,6 +107,8 @@ class ItemOutcome:
     error_message: str | None = None
     # A permanent error (not_audio, too_large...) is not worth another attempt.
     retryable: bool = True
+    # A success's item result as the worker answered it (an inline run writes the files from it).
+    result: dict[str, Any] | None = field(default=None, repr=False)
 
 
 @dataclass

@@ -7,8 +7,7 @@ Crash safety comes from the order of writes. For each job the loop commits, in t
 A rerun of the same command then polls jobs it knows, asks the output store which job took a token
 whose job id it never learned (the worker records it, handler/submission.py), resubmits with the
 same token otherwise (the worker answers a duplicate with duplicate_of), and never touches an item
-that is done. Its helpers each do one part: options.py, staging.py, submitting.py, polling.py,
-following.py (status -> outcomes), verify.py and report.py.
+that is done. Each step is a module of its own (docs/architecture.md); this one keeps them going.
 """
 
 from __future__ import annotations
@@ -31,6 +30,12 @@ from stenopod.backlog.following import (
     settle_endless_duplicates,
     settle_final,
     settle_vanished,
+)
+from stenopod.backlog.inline_payload import (
+    JOB_PAYLOAD_BYTES,
+    TooLargeForInline,
+    check_inline_sizes,
+    item_payload_bytes,
 )
 from stenopod.backlog.ledger import ItemOutcome, ItemRecord, Ledger
 from stenopod.backlog.options import BacklogOptions, is_local_endpoint
@@ -89,11 +94,9 @@ class BacklogRunner:
             self.location = OutputLocation.parse(options.output)
         except StorageError as error:
             raise UsageError(f"--output: {error}") from None
-        if not self.local and not self.location.is_s3:
-            raise UsageError(
-                "--output: a RunPod endpoint cannot write to a folder on this machine; "
-                "give an s3://bucket/prefix/ output (credentials from AWS_* / S3_ENDPOINT_URL)"
-            )
+        # A RunPod endpoint and a folder, no bucket: local files go inside the job as data: URIs
+        # (inline_payload.py), transcripts come back in its answer (inline_results.py).
+        self.inline = not self.local and not self.location.is_s3
         if options.endpoint is None and start_endpoint is None:
             raise UsageError("no endpoint: use stenopod.api.transcribe_backlog to start the embedded one")
         self.price: tuple[str, float] | None = None
@@ -141,6 +144,11 @@ class BacklogRunner:
         # Sources and endpoint are checked before the state file is touched: a run that cannot
         # start leaves neither a new state file nor its options in an old one (`retry` replays them).
         items = await self._expand_sources()
+        if self.inline:
+            try:
+                check_inline_sizes(items)  # before anything is submitted
+            except TooLargeForInline as error:
+                raise UsageError(str(error)) from None
         if options.endpoint is not None:
             try:
                 await check_contact(options.endpoint, self.api_key)
@@ -165,6 +173,7 @@ class BacklogRunner:
                 self.stager = Stager(
                     self.store,
                     upload=self.location.is_s3,
+                    inline=self.inline,
                     presign_expiry_s=options.presign_expiry_s,
                     s3_credentials=self.s3_credentials,
                     file_server=self.file_server,
@@ -247,6 +256,8 @@ class BacklogRunner:
                             self._pending(),
                             job_seconds=self.options.job_seconds,
                             max_items=self.options.max_items_per_job,
+                            payload_bytes=item_payload_bytes if self.inline else None,
+                            max_payload_bytes=JOB_PAYLOAD_BYTES if self.inline else None,
                         )
                     )
                 while packs and len(active) < self.options.max_in_flight:
@@ -277,7 +288,7 @@ class BacklogRunner:
 
     async def _drive(self, token: str, item_ids: list[str], job_id: str | None, *, recovered: bool) -> None:
         """Submit (unless a job id is known), wait for the job, settle its items."""
-        assert self.ledger is not None and self.stager is not None
+        assert self.ledger is not None and self.stager is not None and self.client is not None
         unstaged: list[ItemOutcome] = []
         resubmits = 0
         while job_id is None:
@@ -298,7 +309,9 @@ class BacklogRunner:
             webhook = self.webhooks.url if self.webhooks is not None else None
             try:
                 job_id = await submit(
-                    self._client(), job_input(self.options, self.output_uri, token, staged), webhook
+                    self.client,
+                    job_input(self.options, None if self.inline else self.output_uri, token, staged),
+                    webhook,
                 )
             except SubmitFailed as failure:
                 if failure.ambiguous and resubmits < _MAX_SAME_TOKEN_RESUBMITS:
@@ -313,7 +326,12 @@ class BacklogRunner:
         unstaged_ids = {outcome.id for outcome in unstaged}
         followed = [item_id for item_id in item_ids if item_id not in unstaged_ids]
         settled, execution_ms = await self._follow(token, followed, job_id, recovered=recovered)
-        settled.outcomes = [*await self._verified(settled.outcomes), *unstaged]
+        assert self.store is not None  # a success counts once its files are in the store (verify.py)
+        inline_timestamps = self.options.timestamps if self.inline else None
+        verified = await verify_outcomes(
+            self.store, self.options.formats, settled.outcomes, inline_timestamps=inline_timestamps
+        )
+        settled.outcomes = [*verified, *unstaged]
         if settled.state == SubmissionState.CANCELLED and not recovered:
             log.warning(
                 "job %s was cancelled: its %d item(s) stay pending for the next run", job_id, len(followed)
@@ -325,11 +343,11 @@ class BacklogRunner:
         self, token: str, item_ids: list[str], job_id: str, *, recovered: bool
     ) -> tuple[Settled, int | None]:
         """Wait for job_id (following duplicate_of) and turn its end into item outcomes."""
-        assert self.ledger is not None
+        assert self.ledger is not None and self.client is not None
         execution_ms: int | None = None
         intervals = PollIntervals.choose(self.options, webhooks=self.webhooks is not None, local=self.local)
         for _hop in range(_MAX_DUPLICATE_HOPS):
-            status = await wait_final(self._client(), job_id, intervals, self.webhooks)
+            status = await wait_final(self.client, job_id, intervals, self.webhooks)
             if status is None:
                 # The endpoint forgot the job: its results may still be in the store.
                 stored = await self._read_submission(token)
@@ -358,17 +376,9 @@ class BacklogRunner:
         )
         self._refresh_view()
 
-    async def _verified(self, outcomes: list[ItemOutcome]) -> list[ItemOutcome]:
-        assert self.store is not None
-        return await verify_outcomes(self.store, self.options.formats, outcomes)
-
     async def _read_submission(self, token: str) -> SubmissionRecord | None:
         assert self.store is not None
         return await asyncio.to_thread(read_submission, self.store, token)
-
-    def _client(self) -> EndpointClient:
-        assert self.client is not None
-        return self.client
 
     # --- progress and report ------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ worker hostage and lose much work to a single failure. The target is audio secon
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -46,10 +46,14 @@ def pack_items(
     *,
     job_seconds: float = DEFAULT_JOB_SECONDS,
     max_items: int = DEFAULT_MAX_ITEMS_PER_JOB,
+    payload_bytes: Callable[[Packable], int] | None = None,
+    max_payload_bytes: int | None = None,
 ) -> list[Pack]:
     """Group items, in order, into jobs of at most job_seconds of audio and max_items items.
 
     An item at or over job_seconds goes alone. Order is kept, so the backlog is worked front to back.
+    With payload_bytes, a job also holds at most max_payload_bytes of what the items add to its
+    request (audio sent inline as data: URIs must fit in one /run body).
     """
     if job_seconds <= 0:
         raise ValueError("job_seconds must be positive")
@@ -58,16 +62,20 @@ def pack_items(
     packs: list[Pack] = []
     current: list[str] = []
     current_seconds = 0.0
+    current_bytes = 0
     for item in items:
         seconds = estimated_seconds(item)
+        size = payload_bytes(item) if payload_bytes is not None else 0
         if seconds >= job_seconds:
             packs.append(Pack([item.id], seconds))
             continue
-        if current and (current_seconds + seconds > job_seconds or len(current) >= max_items):
+        over_payload = max_payload_bytes is not None and current_bytes + size > max_payload_bytes
+        if current and (current_seconds + seconds > job_seconds or len(current) >= max_items or over_payload):
             packs.append(Pack(current, current_seconds))
-            current, current_seconds = [], 0.0
+            current, current_seconds, current_bytes = [], 0.0, 0
         current.append(item.id)
         current_seconds += seconds
+        current_bytes += size
     if current:
         packs.append(Pack(current, current_seconds))
     return packs

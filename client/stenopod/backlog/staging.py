@@ -1,8 +1,9 @@
 """Staging: each item's audio as a URL the worker can fetch.
 
 A URL stays as it is; an s3:// source is presigned with this client's credentials (the worker may
-have none for that bucket); a local file is uploaded beside an S3 output and presigned, or served
-on loopback to a local endpoint for as long as the run lasts.
+have none for that bucket); a local file is uploaded beside an S3 output and presigned, sent inside
+the job as a data: URI (a RunPod endpoint and a folder output), or served on loopback to a local
+endpoint for as long as the run lasts.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from stenopod.backlog.inline_payload import data_uri
 from stenopod.backlog.ledger import ItemOutcome, ItemRecord
 from stenopod.schema import ErrorCode
 from stenopod.storage import INPUTS_PREFIX, ObjectStore, S3Credentials, S3Store, StorageError, parse_s3_uri
@@ -25,6 +27,7 @@ class Stager:
         store: ObjectStore,
         *,
         upload: bool,
+        inline: bool = False,
         presign_expiry_s: int,
         s3_credentials: S3Credentials | None,
         file_server: Any,
@@ -32,6 +35,7 @@ class Stager:
     ) -> None:
         self.store = store
         self.upload = upload  # local files go to the (S3) output store, not to a file server
+        self.inline = inline  # local files go inside the job as data: URIs (no bucket, RunPod)
         self.presign_expiry_s = presign_expiry_s
         self.s3_credentials = s3_credentials
         # Serves local files to a local endpoint (a LocalFileServer; started on first use when None).
@@ -63,6 +67,8 @@ class Stager:
         """A URL the worker can fetch the item from."""
         if item.local_path:
             path = Path(item.local_path)
+            if self.inline:
+                return await asyncio.to_thread(data_uri, path)
             if self.upload:
                 key = f"{INPUTS_PREFIX}{item.id}{path.suffix.lower()}"
                 store = self.store

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from stenopod.backlog.errors import BacklogError, EndpointRefused
+from stenopod.backlog.inline_results import worker_timestamps
 from stenopod.backlog.options import BacklogOptions
 from stenopod.endpoint import EndpointAuthError, EndpointClient, EndpointError, EndpointNotFound
 from stenopod.schema import ErrorCode
@@ -21,16 +22,19 @@ class SubmitFailed(Exception):
 
 
 def job_input(
-    options: BacklogOptions, output: str, token: str, items: list[dict[str, str]]
+    options: BacklogOptions, output: str | None, token: str, items: list[dict[str, str]]
 ) -> dict[str, Any]:
-    """The job input (stenopod.schema.JobInput) for one pack; output is OutputLocation.job_output()."""
+    """The job input (stenopod.schema.JobInput) for one pack; output is OutputLocation.job_output(),
+    or None for an inline run (a RunPod endpoint and a folder: the answer carries the transcripts)."""
     data: dict[str, Any] = {
         "items": items,
         "formats": list(options.formats),
-        "timestamps": options.timestamps,
-        "output": output,
+        # Inline, the files are rendered here from the answer's segments: at least those are asked for.
+        "timestamps": options.timestamps if output is not None else worker_timestamps(options.timestamps),
         "submission": token,
     }
+    if output is not None:
+        data["output"] = output
     if options.model:
         data["model"] = options.model
     if options.language:

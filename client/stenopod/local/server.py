@@ -26,6 +26,7 @@ from stenopod.local.client_api import ClientAPI, RunRequest
 from stenopod.local.dispatch import JobDispatch
 from stenopod.local.http import RouteTable, json_errors
 from stenopod.local.jobs import Job, JobState, JobStore
+from stenopod.local.openai_api import OpenAIRoutes
 from stenopod.local.webhook_sender import WebhookSender
 from stenopod.local.worker_api import WorkerAPI
 from stenopod.local.worker_env import WorkerUrls, build_worker_env
@@ -37,7 +38,8 @@ log = logging.getLogger("stenopod.local")
 DEFAULT_WORKER_COMMAND = [sys.executable, "-m", "handler"]
 MAX_BODY_BYTES = 32 * 1024 * 1024  # RunPod accepts 10 MB on /run and 20 MB on /runsync
 # Every route table `stenopod serve` mounts, each built from the endpoint (the one place to add one).
-ROUTE_TABLES: tuple[type[RouteTable], ...] = (ClientAPI, WorkerAPI)
+# RunPod's client API, its worker API, and OpenAI's transcription API (/v1/audio/*).
+ROUTE_TABLES: tuple[type[RouteTable], ...] = (ClientAPI, WorkerAPI, OpenAIRoutes)
 WEBHOOK_STATUSES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.TIMED_OUT})
 
 
