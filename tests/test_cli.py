@@ -51,14 +51,6 @@ def test_bad_arguments_exit_2(argv, needle, capsys):
     assert needle in _one_line_error(capsys)
 
 
-def test_a_runpod_endpoint_needs_an_s3_output(tmp_path, capsys):
-    audio = tmp_path / "a.mp3"
-    audio.write_bytes(b"ID3")
-    code = main(["transcribe", str(audio), "--endpoint", "abc123", "--output", str(tmp_path / "out")])
-    assert code == 2
-    assert "s3://" in _one_line_error(capsys)
-
-
 def test_an_unknown_gpu_is_a_usage_error(capsys):
     code = main(
         [
