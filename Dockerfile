@@ -3,6 +3,7 @@
 #
 #   docker buildx build --build-arg MODELS=parakeet-tdt-0.6b-v3 -t IMAGE:0.1.0-parakeet-cuda12.8 .
 #   MODELS: parakeet-tdt-0.6b-v3 (default) | whisper-large-v3-turbo | both     (builder/build.sh tags them)
+#   DIARIZER: sortformer-4spk-v2 (default: speaker labels for jobs with "diarize": true) | "" (none)
 #
 # Layers run from least to most often changed (base, system packages, Python packages, models, code),
 # so a code change rebuilds only the last small layer. See docs/deploy.md.
@@ -61,14 +62,17 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 # neither the Python install nor anything before it; the hub cache mount survives between builds.
 FROM build AS models
 ARG MODELS=parakeet-tdt-0.6b-v3
+# The speaker diarizer baked beside the ASR model (NVIDIA Sortformer, CC-BY-4.0); "" leaves it out.
+ARG DIARIZER=sortformer-4spk-v2
 ARG DEFAULT_MODEL=""
 # Optional "ID=REV" (hub commit sha) to pin a model's revision; default: main, recorded in the manifest.
 ARG MODEL_REVISION=""
 COPY handler/__init__.py handler/__init__.py
 COPY handler/engines/__init__.py handler/engines/manifest.py handler/engines/
-COPY builder/fetch_models.py builder/
+COPY builder/fetch_models.py builder/hub_catalog.py builder/nemo_archive.py builder/
 RUN --mount=type=cache,target=/root/.cache/huggingface \
     PYTHONPATH=/build python builder/fetch_models.py --dest /models --models "${MODELS}" \
+        ${DIARIZER:+--models "${DIARIZER}"} \
         ${DEFAULT_MODEL:+--default "${DEFAULT_MODEL}"} \
         ${MODEL_REVISION:+--revision "${MODEL_REVISION}"}
 
@@ -106,12 +110,14 @@ USER 1000:1000
 ARG VERSION=0.1.0
 ARG GIT_SHA=unknown
 ARG MODELS=parakeet-tdt-0.6b-v3
+ARG DIARIZER=sortformer-4spk-v2
 LABEL org.opencontainers.image.title="stenopod worker" \
       org.opencontainers.image.description="Audio backlog transcription on RunPod serverless (Parakeet TDT / Whisper)" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${GIT_SHA}" \
       org.opencontainers.image.licenses="MIT" \
       io.stenopod.models="${MODELS}" \
+      io.stenopod.diarizer="${DIARIZER}" \
       io.stenopod.cuda="12.8"
 
 CMD ["python", "-m", "handler"]

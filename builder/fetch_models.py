@@ -4,12 +4,14 @@ Runs at image BUILD time only (the runtime sets HF_HUB_OFFLINE=1 and never reach
 
     python builder/fetch_models.py --models parakeet-tdt-0.6b-v3 --dest /models
     python builder/fetch_models.py --models both --default parakeet-tdt-0.6b-v3 --dest /models
+    python builder/fetch_models.py --models parakeet-tdt-0.6b-v3,sortformer-4spk-v2 --dest /models
+        (sortformer-4spk-v2: the speaker diarizer, engine "diarizer", baked beside an ASR model)
 
 Offline (air-gapped builds, and the tests), from local files instead of the hub:
 
     python builder/fetch_models.py --from-dir ./models-src --dest /models
-        every <id>/ folder of models-src: one .nemo file inside -> engine nemo,
-        a CTranslate2 folder (model.bin) -> engine whisper
+        every <id>/ folder of models-src: one .nemo file inside -> engine nemo (diarizer when
+        its model_config.yaml names a Sortformer), a CTranslate2 folder (model.bin) -> engine whisper
     python builder/fetch_models.py --model tiny.en=whisper:/path/to/ct2 --dest /models
     python builder/fetch_models.py --from-packages whisper-base --dest ./models   (PyPI wheels)
 
@@ -26,47 +28,15 @@ import fnmatch
 import os
 import shutil
 import sys
-import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from builder.hub_catalog import ALIASES, CATALOG, HubModel
+from builder.nemo_archive import ArchiveProblem, check_nemo, is_diarizer
 from handler.engines.manifest import Manifest, ModelEntry, ModelFile, sha256_of, write_manifest
 
-ENGINES = ("nemo", "whisper")
-
-
-@dataclass(frozen=True)
-class HubModel:
-    """A model the image can bake in, and where on the Hugging Face hub it comes from."""
-
-    model_id: str
-    engine: str
-    repo_id: str
-    patterns: tuple[str, ...]
-    entry: str | None = None  # the .nemo file the manifest path names; None: the folder itself
-
-
-# faster-whisper's own name for large-v3-turbo ("large-v3-turbo"/"turbo" in faster_whisper.utils) maps
-# to mobiuslabsgmbh's float16 CTranslate2 conversion: the same files `WhisperModel("turbo")` would use.
-CATALOG: dict[str, HubModel] = {
-    "parakeet-tdt-0.6b-v3": HubModel(
-        model_id="parakeet-tdt-0.6b-v3",
-        engine="nemo",
-        repo_id="nvidia/parakeet-tdt-0.6b-v3",
-        patterns=("parakeet-tdt-0.6b-v3.nemo",),
-        entry="parakeet-tdt-0.6b-v3.nemo",
-    ),
-    "whisper-large-v3-turbo": HubModel(
-        model_id="whisper-large-v3-turbo",
-        engine="whisper",
-        repo_id="mobiuslabsgmbh/faster-whisper-large-v3-turbo",
-        # faster-whisper's download_model() patterns: the CTranslate2 weights and the tokenizer, so the
-        # worker never asks the hub for a tokenizer at run time.
-        patterns=("config.json", "preprocessor_config.json", "model.bin", "tokenizer.json", "vocabulary.*"),
-    ),
-}
-ALIASES: dict[str, tuple[str, ...]] = {"both": ("parakeet-tdt-0.6b-v3", "whisper-large-v3-turbo")}
+ENGINES = ("nemo", "whisper", "diarizer")
 
 
 class FetchError(Exception):
@@ -140,7 +110,8 @@ def detect_local(model_id: str, folder: Path) -> LocalModel:
         raise FetchError(f"model {model_id!r}: {folder} is not a folder")
     nemo_files = sorted(folder.glob("*.nemo"))
     if len(nemo_files) == 1:
-        return LocalModel(model_id, "nemo", nemo_files[0])
+        engine = "diarizer" if is_diarizer(nemo_files[0]) else "nemo"
+        return LocalModel(model_id, engine, nemo_files[0])
     if len(nemo_files) > 1:
         names = ", ".join(path.name for path in nemo_files)
         raise FetchError(f"model {model_id!r}: {folder} holds several .nemo files ({names}); keep one")
@@ -173,7 +144,7 @@ def place_local(model: LocalModel, dest: Path) -> Placed:
     """Copy a local model into dest/<id>/ (a copy, not a link: the image must hold the bytes)."""
     source = model.path.resolve()
     target = _fresh_model_dir(dest, model.model_id)
-    if model.engine == "nemo":
+    if model.engine in ("nemo", "diarizer"):
         if not source.is_file():
             raise FetchError(f"model {model.model_id!r}: {source} is not a .nemo file")
         entry = target / source.name
@@ -241,12 +212,11 @@ def _download_from_hub(model: HubModel, dest: Path, revision: str | None) -> Pla
 
 def check_layout(placed: Placed) -> None:
     """The files the engine will open are there, so a broken model fails the build, not the first job."""
-    if placed.engine == "nemo":
-        if not tarfile.is_tarfile(placed.entry):
-            raise FetchError(f"model {placed.model_id!r}: {placed.entry.name} is not a .nemo (tar) archive")
-        with tarfile.open(placed.entry) as archive:
-            if not any(Path(name).name == "model_config.yaml" for name in archive.getnames()):
-                raise FetchError(f"model {placed.model_id!r}: {placed.entry.name} has no model_config.yaml")
+    if placed.engine in ("nemo", "diarizer"):
+        try:
+            check_nemo(placed.entry, diarizer=placed.engine == "diarizer")
+        except ArchiveProblem as problem:
+            raise FetchError(f"model {placed.model_id!r}: {problem}") from None
         return
     # Without tokenizer.json faster-whisper would ask the hub for one at run time, and the worker is offline.
     missing = [
@@ -319,7 +289,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="ID=ENGINE:PATH",
-        help="a local model: a .nemo file (engine nemo) or a CTranslate2 folder (engine whisper)",
+        help="a local model: a .nemo file (engine nemo, or diarizer for a Sortformer) or a CTranslate2 "
+        "folder (engine whisper)",
     )
     packaged = "a model shipped as installed PyPI packages (builder/packaged_models.py): whisper-base"
     parser.add_argument("--from-packages", action="append", default=[], metavar="ID", help=packaged)
@@ -368,9 +339,19 @@ def run(args: argparse.Namespace) -> Manifest:
     unused = sorted(set(expect) - {f.path for entry in entries for f in entry.files})
     if unused:
         raise FetchError(f"--expect names files that were not fetched: {', '.join(unused)}")
-    default = args.default or ids[0]
+    # A diarizer labels another model's transcript: it is never a job's model, nor the default.
+    asr_ids = [entry.id for entry in entries if entry.engine != "diarizer"]
+    if not asr_ids:
+        raise FetchError(f"{', '.join(ids)}: a diarizer needs a speech recognition model beside it")
+    if len(ids) - len(asr_ids) > 1:
+        raise FetchError(f"one diarizer at most: {', '.join(sorted(set(ids) - set(asr_ids)))}")
+    default = args.default or asr_ids[0]
     if default not in ids:
         raise FetchError(f"--default {default!r} is not among the models: {', '.join(ids)}")
+    if default not in asr_ids:
+        raise FetchError(
+            f"--default {default!r} is the diarizer; name a speech recognition model: {', '.join(asr_ids)}"
+        )
     manifest = Manifest(default=default, models=entries)
     write_manifest(dest, manifest)
     return manifest

@@ -78,9 +78,13 @@ def to_schema_segments(transcript: Transcript, with_words: bool) -> list[Segment
             start=round(seg.start, 3),
             end=round(seg.end, 3),
             text=seg.text.strip(),
-            words=[Word(start=round(w.start, 3), end=round(w.end, 3), word=w.text.strip()) for w in seg.words]
+            words=[
+                Word(start=round(w.start, 3), end=round(w.end, 3), word=w.text.strip(), speaker=w.speaker)
+                for w in seg.words
+            ]
             if with_words
             else None,
+            speaker=seg.speaker,
         )
         for index, seg in enumerate(transcript.segments)
     ]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .decode import SAMPLE_RATE, frame_kind, to_mono
+from .decode import SAMPLE_RATE, FrameBlock, frame_kind
 
 SEGMENT_S = 120.0
 WARMUP_S = 1.0
@@ -108,7 +108,7 @@ def _decode_range(path: str, layout: Layout, start: int, lo: int, hi: int | None
     """Mono source samples [lo, hi) (hi None: to the end), decoding from a seek before start."""
     import av
 
-    raw: list[np.ndarray] = []  # frames from the first one holding sample lo
+    block = FrameBlock()  # frames from the first one holding sample lo
     kind: tuple[str, int, int] | None = None
     first_kept = None  # the source index of raw's first sample
     position = None  # the source index after the last frame kept
@@ -135,15 +135,15 @@ def _decode_range(path: str, layout: Layout, start: int, lo: int, hi: int | None
                 first_kept, kind = first, this_kind
             elif first != position:
                 raise SeamMismatch(f"frames not contiguous at sample {position}")
-            raw.append(frame.to_ndarray())
             position = first + frame.samples
+            block.add(frame)
             if hi is not None and position >= hi:
                 break
     if kind is None or first_kept is None or position is None or kind[2] != layout.rate:
         raise SeamMismatch("nothing decoded, or at another rate")
     if hi is not None and position < hi:
         raise SeamMismatch("the file ended before its declared length")
-    samples = to_mono(raw, kind)[lo - first_kept :]
+    samples = block.take_mono(kind)[lo - first_kept :]
     return samples if hi is None else samples[: hi - lo]
 
 

@@ -85,7 +85,7 @@ class EngineCalls:
             audios,
             plans=None if any(plan is None for plan in plans) else plans,
             language=ctx.input.language,
-            word_timestamps=ctx.word_timestamps,
+            word_timestamps=ctx.engine_word_timestamps,
             batch_size=ctx.batch_limits().max_items,
         )
         started = time.perf_counter()

@@ -116,6 +116,7 @@ def _fill_result(ctx: JobContext, item: ItemState) -> None:
         language=transcript.language,
         duration=result.duration_s or 0.0,
         word_timestamps=ctx.word_timestamps,
+        speakers=result.speakers,
     )
 
 

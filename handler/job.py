@@ -18,13 +18,22 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from stenopod.s3_guard import ForbiddenEndpoint
-from stenopod.schema import ErrorCode, ItemResult, JobError, JobInput, JobOutput, parse_job_input
+from stenopod.schema import (
+    ErrorCode,
+    ItemError,
+    ItemResult,
+    JobError,
+    JobInput,
+    JobOutput,
+    parse_job_input,
+)
 from stenopod.storage import ObjectStore, S3Credentials, StorageError, open_store, parse_s3_uri
 
 from .answer import build_answer, worker_facts
+from .diarize_stage import find_diarizer, with_diarization
 from .engine_calls import EngineCalls
 from .engines.base import Engine
-from .engines.registry import ModelUnavailable
+from .engines.registry import Diarizer, ModelUnavailable
 from .item_stages import finish_batch, prepare_item
 from .job_state import ItemState, JobContext
 from .pipeline import EngineTimes, run_pipeline
@@ -41,6 +50,8 @@ class Registry(Protocol):
     def get(self, model_id: str | None) -> Engine: ...
 
     def available(self) -> list[str]: ...
+
+    def diarizer(self) -> Diarizer: ...
 
 
 async def run_job(
@@ -126,6 +137,9 @@ class _Job:
             return self._fail_all(ErrorCode.model_unavailable, message, model=self.input.model)
         for item in self.items:
             item.result.model = engine.model_id
+        diarizer = find_diarizer(registry) if self.input.diarize else None
+        if isinstance(diarizer, ItemError):
+            return self._fail_all(diarizer.code, diarizer.message, engine=engine)
         store: ObjectStore | None = None
         if self.input.output is not None:
             try:
@@ -159,6 +173,7 @@ class _Job:
             credentials,
             progress,
             total=len(self.items),
+            diarizer=diarizer,
         )
         calls = EngineCalls(ctx)
         tmp_dir = Path(tempfile.mkdtemp(prefix="stenopod-job-", dir=self.settings.tmp_root))
@@ -166,7 +181,7 @@ class _Job:
             times = await run_pipeline(
                 self.items,
                 functools.partial(prepare_item, ctx, tmp_dir),
-                calls.transcribe,
+                with_diarization(ctx, calls),
                 functools.partial(finish_batch, ctx),
                 ctx.batch_limits(),
                 # Enough items in preparation to keep every decoding process busy.

@@ -12,6 +12,7 @@ from stenopod.storage import ObjectStore, S3Credentials
 
 from .chunking import Chunk
 from .engines.base import SAMPLE_RATE, BatchLimits, Engine, Transcript
+from .engines.registry import Diarizer
 from .progress import Progress
 from .settings import JobSettings, decode_processes_for
 
@@ -64,10 +65,17 @@ class JobContext:
     progress: Progress
     total: int
     done: int = 0
+    diarizer: Diarizer | None = None  # jobs with diarize
 
     @property
     def word_timestamps(self) -> bool:
         return self.input.timestamps == Timestamps.word
+
+    @property
+    def engine_word_timestamps(self) -> bool:
+        """Word times from the engine: when the answer shows them, and when speakers are assigned
+        word by word (handler.speaker_assign); the answer then leaves them out unless asked."""
+        return self.word_timestamps or self.diarizer is not None
 
     def decode_processes(self) -> int:
         return decode_processes_for(self.settings, self.engine.device)

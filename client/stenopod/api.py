@@ -62,6 +62,8 @@ async def transcribe_backlog(
     formats: Sequence[str] | str = DEFAULT_FORMATS,
     timestamps: str = "segment",
     language: str | None = None,
+    diarize: bool = False,
+    max_speakers: int | None = None,
     state: str | Path | None = None,
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     job_seconds: float = 600.0,
@@ -84,6 +86,8 @@ async def transcribe_backlog(
         <output>/manifest.jsonl listing every item. A folder with a RunPod endpoint needs no bucket:
         local files (up to ~7.4 MB each) travel inside the jobs and transcripts come back in the answers.
     formats: a list such as ["json", "srt"] or a comma string such as "json,srt".
+    diarize: label who speaks when (`speaker` on segments and words, speaker-prefixed txt, srt and
+        vtt); the endpoint's image needs its diarizer. max_speakers (with diarize): at most this many.
     endpoint: a RunPod endpoint id (key from api_key or RUNPOD_API_KEY), or the URL of a
         `stenopod serve` endpoint; None starts the embedded local endpoint for this call.
     state: the SQLite ledger; default <output>/.stenopod-state.sqlite for a folder output, else

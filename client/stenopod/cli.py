@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timestamps", choices=["none", "segment", "word"], default="segment")
     run.add_argument("--language", help="ISO language code (default: detected)")
     run.add_argument(
+        "--diarize", action="store_true", help="label who speaks when (SPEAKER_0, ...) in every format"
+    )
+    run.add_argument(
+        "--max-speakers", type=positive_int, help="with --diarize: at most this many speakers (up to 4)"
+    )
+    run.add_argument(
         "--endpoint",
         help="RunPod endpoint id (with RUNPOD_API_KEY) or a local endpoint URL such as http://127.0.0.1:8000; "
         "default: start a local endpoint for this run",

@@ -1,4 +1,9 @@
-"""Transcript files: json (OpenAI verbose_json's shape), txt, srt and vtt."""
+"""Transcript files: json (OpenAI verbose_json's shape), txt, srt and vtt.
+
+A diarized transcript (segments with a `speaker`) keeps its labels in every format: json on each
+segment and word plus a top-level `speakers`, txt a `SPEAKER_0: ` before each paragraph (a change
+of speaker starts one), srt the same prefix on each cue, vtt a `<v SPEAKER_0>` voice tag.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ class TranscriptDocument:
     language: str | None
     duration: float
     word_timestamps: bool = False
+    speakers: list[str] | None = None  # diarized: the labels in order of first words
 
 
 def render(fmt: OutputFormat, doc: TranscriptDocument) -> bytes:
@@ -46,10 +52,13 @@ def render_json(doc: TranscriptDocument) -> str:
         "text": doc.text,
         "segments": [
             {"id": seg.id, "start": _r(seg.start), "end": _r(seg.end), "text": seg.text}
+            | ({"speaker": seg.speaker} if seg.speaker is not None else {})
             | ({"words": [_word(w) for w in seg.words or []]} if doc.word_timestamps else {})
             for seg in doc.segments
         ],
     }
+    if doc.speakers is not None:
+        body["speakers"] = list(doc.speakers)
     if doc.word_timestamps:
         body["words"] = [_word(w) for seg in doc.segments for w in seg.words or []]
     return json.dumps(body, ensure_ascii=False, indent=2) + "\n"
@@ -59,22 +68,25 @@ def render_txt(doc: TranscriptDocument) -> str:
     """Plain text in paragraphs separated by a blank line, built from the segments in the engine's order.
 
     Segments are joined with a space; a new paragraph starts before a segment when the silence
-    since the previous segment's end is at least PARAGRAPH_PAUSE_S (1.5 s), or when the paragraph
-    so far already holds PARAGRAPH_MAX_CHARS (400) characters or more. A segment is never split, so
+    since the previous segment's end is at least PARAGRAPH_PAUSE_S (1.5 s), when the paragraph
+    so far already holds PARAGRAPH_MAX_CHARS (400) characters or more, or when the speaker changes
+    (each paragraph of a diarized transcript opens with "SPEAKER_n: "). A segment is never split, so
     one long segment is one long paragraph. Without segments (or with only blank ones) the
     document's text is written as one paragraph.
     """
     paragraphs: list[list[str]] = []
     length = 0
     previous_end: float | None = None
+    speaker: str | None = None
     for seg in doc.segments:
         text = " ".join(seg.text.split())
         if not text:
             continue
         pause = previous_end is not None and seg.start - previous_end >= PARAGRAPH_PAUSE_S
-        if not paragraphs or pause or length >= PARAGRAPH_MAX_CHARS:
-            paragraphs.append([])
+        if not paragraphs or pause or length >= PARAGRAPH_MAX_CHARS or seg.speaker != speaker:
+            paragraphs.append([f"{seg.speaker}:"] if seg.speaker is not None else [])
             length = -1  # the first segment adds no joining space
+        speaker = seg.speaker
         paragraphs[-1].append(text)
         length += len(text) + 1
         previous_end = seg.end
@@ -85,14 +97,18 @@ def render_txt(doc: TranscriptDocument) -> str:
 def render_srt(doc: TranscriptDocument) -> str:
     """SubRip: numbered cues, HH:MM:SS,mmm --> HH:MM:SS,mmm, a blank line after each cue."""
     cues = []
-    for number, (start, end, text) in enumerate(_cues(doc), start=1):
-        cues.append(f"{number}\n{_srt_ms(start)} --> {_srt_ms(end)}\n{text}\n")
+    for number, (start, end, text, speaker) in enumerate(_cues(doc), start=1):
+        line = f"{speaker}: {text}" if speaker is not None else text
+        cues.append(f"{number}\n{_srt_ms(start)} --> {_srt_ms(end)}\n{line}\n")
     return "\n".join(cues)
 
 
 def render_vtt(doc: TranscriptDocument) -> str:
     """WebVTT: the WEBVTT signature line, then cues with HH:MM:SS.mmm times (hours always given)."""
-    cues = [f"{_vtt_ms(start)} --> {_vtt_ms(end)}\n{_vtt_escape(text)}\n" for start, end, text in _cues(doc)]
+    cues = [
+        f"{_vtt_ms(start)} --> {_vtt_ms(end)}\n{_vtt_voice(speaker)}{_vtt_escape(text)}\n"
+        for start, end, text, speaker in _cues(doc)
+    ]
     return "WEBVTT\n\n" + "\n".join(cues)
 
 
@@ -126,8 +142,8 @@ def _split_ms(total_ms: int) -> tuple[int, int, int, int]:
     return hours, minutes, secs, millis
 
 
-def _cues(doc: TranscriptDocument) -> list[tuple[int, int, str]]:
-    """(start_ms, end_ms, text) per non-empty segment: in order, never overlapping, each end > start.
+def _cues(doc: TranscriptDocument) -> list[tuple[int, int, str, str | None]]:
+    """(start_ms, end_ms, text, speaker) per non-empty segment: in order, never overlapping, each end > start.
 
     Deterministic, and done in whole milliseconds so what is written is what was checked:
     - segments with blank text are dropped;
@@ -139,17 +155,17 @@ def _cues(doc: TranscriptDocument) -> list[tuple[int, int, str]]:
       the start, so every cue lasts at least 1 ms, and cues sharing one start follow one another.
     json is not affected: it keeps the engine's segments as they are.
     """
-    pending: list[tuple[int, int, int, str]] = []
+    pending: list[tuple[int, int, int, str, str | None]] = []
     for index, seg in enumerate(doc.segments):
         # A blank line ends a cue and "-->" starts a timing line: neither may appear in cue text.
         text = " ".join(seg.text.split()).replace("-->", "->")
         if text:
-            pending.append((_ms(seg.start), index, _ms(seg.end), text))
+            pending.append((_ms(seg.start), index, _ms(seg.end), text, seg.speaker))
     pending.sort(key=lambda cue: cue[:2])
     starts = [cue[0] for cue in pending]
-    cues: list[tuple[int, int, str]] = []
+    cues: list[tuple[int, int, str, str | None]] = []
     previous_end = 0
-    for position, (original_start, _, original_end, text) in enumerate(pending):
+    for position, (original_start, _, original_end, text, speaker) in enumerate(pending):
         start = max(original_start, previous_end)
         end = original_end
         if end <= start:
@@ -157,9 +173,14 @@ def _cues(doc: TranscriptDocument) -> list[tuple[int, int, str]]:
             later = bisect_right(starts, start, lo=position + 1)  # the first later cue starting after `start`
             if later < len(starts):
                 end = min(end, starts[later])
-        cues.append((start, end, text))
+        cues.append((start, end, text, speaker))
         previous_end = end
     return cues
+
+
+def _vtt_voice(speaker: str | None) -> str:
+    """A cue's voice tag: players show or style the speaker by it (WebVTT's <v> span)."""
+    return "" if speaker is None else f"<v {_vtt_escape(speaker)}>"
 
 
 def _vtt_escape(text: str) -> str:
@@ -167,7 +188,8 @@ def _vtt_escape(text: str) -> str:
 
 
 def _word(word: Word) -> dict[str, object]:
-    return {"word": word.word, "start": _r(word.start), "end": _r(word.end)}
+    spoken: dict[str, object] = {"word": word.word, "start": _r(word.start), "end": _r(word.end)}
+    return spoken | ({"speaker": word.speaker} if word.speaker is not None else {})
 
 
 def _r(value: float) -> float:

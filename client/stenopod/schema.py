@@ -17,6 +17,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -30,6 +31,8 @@ _ITEM_ID_RE = re.compile(ITEM_ID_PATTERN)
 AUDIO_SCHEMES = ("http://", "https://", "s3://", "data:")
 MAX_ITEMS_PER_JOB = 1000
 MAX_AUDIO_REF_CHARS = 16 * 1024 * 1024  # data: URIs are capped again, more tightly, by the fetcher
+# The most speakers the image's diarizer tells apart (Sortformer 4spk: four output slots).
+MAX_SPEAKERS = 4
 
 
 class ErrorCode(str, Enum):
@@ -162,6 +165,19 @@ class JobInput(_Strict):
         description="s3://bucket/prefix/ (or, in local mode, a directory path / file:// URI). "
         "Absent: results come back inline.",
     )
+    diarize: bool = Field(
+        default=False,
+        description="Label who speaks when: `speaker` on every segment and word (SPEAKER_0, ... in order of "
+        "first words), `speakers` per item, a segment split where the speaker changes. Needs an image with "
+        "the diarizer baked in (model_unavailable otherwise).",
+    )
+    max_speakers: int | None = Field(
+        default=None,
+        ge=1,
+        description=f"With diarize: at most this many speakers ({MAX_SPEAKERS}, the diarizer's own limit, "
+        "when absent): the speakers who talk most keep their labels, and any further voice's speech goes "
+        "to the kept speaker the diarizer finds most likely there.",
+    )
     callback: Callback | None = None
     submission: str | None = Field(
         default=None,
@@ -185,6 +201,17 @@ class JobInput(_Strict):
     @classmethod
     def _id(cls, value: str | None) -> str | None:
         return None if value is None else _check_item_id(value)
+
+    @field_validator("max_speakers")
+    @classmethod
+    def _speaker_cap(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and value > MAX_SPEAKERS:
+            raise ValueError(
+                f"at most {MAX_SPEAKERS}: the diarizer tells apart up to {MAX_SPEAKERS} speakers"
+            )
+        if value is not None and not info.data.get("diarize"):
+            raise ValueError("applies only with 'diarize': true")
+        return value
 
     @field_validator("formats")
     @classmethod
@@ -226,10 +253,22 @@ def default_item_id(audio: str) -> str:
     return safe if safe and is_valid_item_id(safe) else "audio"
 
 
+def _absent(value: Any) -> bool:
+    return value is None
+
+
+# Only diarized transcripts carry speakers; elsewhere the key is left out rather than null.
+SpeakerLabel = Annotated[
+    str | None,
+    Field(default=None, exclude_if=_absent, description="SPEAKER_0, SPEAKER_1, ... (jobs with diarize)."),
+]
+
+
 class Word(BaseModel):
     start: float
     end: float
     word: str
+    speaker: SpeakerLabel = None
 
 
 class Segment(BaseModel):
@@ -238,6 +277,7 @@ class Segment(BaseModel):
     end: float
     text: str
     words: list[Word] | None = None
+    speaker: SpeakerLabel = None
 
 
 class ItemError(BaseModel):
@@ -250,6 +290,7 @@ class Timings(BaseModel):
     decode_s: float = 0.0
     plan_s: float = 0.0  # where long audio is cut (handler.chunking), after decoding
     inference_s: float = 0.0
+    diarize_s: float = 0.0  # the diarizer's share of its batched calls (jobs with diarize)
     write_s: float = 0.0
 
 
@@ -261,6 +302,11 @@ class ItemResult(BaseModel):
     duration_s: float | None = None
     text: str | None = None
     segments: list[Segment] | None = None
+    speakers: list[str] | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="The labels used in this item's segments, in order of first words (jobs with diarize).",
+    )
     outputs: dict[str, str] = Field(default_factory=dict, description="format -> URI of the written file")
     timings: Timings = Field(default_factory=Timings)
     rtfx: float | None = Field(

@@ -15,6 +15,7 @@ class WordTiming:
     start: float
     end: float
     text: str
+    speaker: str | None = None  # set by handler.speaker_assign when the job asks for diarization
 
 
 @dataclass
@@ -23,6 +24,7 @@ class SegmentTiming:
     end: float
     text: str
     words: list[WordTiming] = field(default_factory=list)
+    speaker: str | None = None
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 Layout of STENOPOD_MODELS_DIR:
     manifest.json
-    <model id>/...            a .nemo file (engine "nemo") or a CTranslate2 folder (engine "whisper")
+    <model id>/...            a .nemo file (engine "nemo"), a CTranslate2 folder (engine "whisper"), or a
+                              Sortformer .nemo (engine "diarizer": speaker labels, never a job's `model`)
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 MANIFEST_NAME = "manifest.json"
-EngineName = Literal["nemo", "whisper"]
+EngineName = Literal["nemo", "whisper", "diarizer"]
 
 
 class ModelFile(BaseModel):

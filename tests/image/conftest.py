@@ -44,3 +44,11 @@ def models_source(tmp_path_factory: pytest.TempPathFactory, tiny_nemo_file: Path
     (root / "tiny-tdt" / tiny_nemo_file.name).symlink_to(tiny_nemo_file)
     (root / "tiny.en").symlink_to(tiny_en_dir, target_is_directory=True)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_sortformer_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny streaming Sortformer .nemo (the diarizer's architecture, random weights)."""
+    from tests.support.tiny_sortformer import build_tiny_sortformer_nemo
+
+    return build_tiny_sortformer_nemo(tmp_path_factory.mktemp("tiny-sortformer") / "tiny-sortformer.nemo")

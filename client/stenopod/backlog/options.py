@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 from stenopod.backlog.errors import UsageError
 from stenopod.backlog.packing import DEFAULT_JOB_SECONDS, DEFAULT_MAX_ITEMS_PER_JOB
 from stenopod.backlog.preflight import PreflightError, check_settings
-from stenopod.schema import OutputFormat, Timestamps
+from stenopod.schema import MAX_SPEAKERS, OutputFormat, Timestamps
 from stenopod.storage import DEFAULT_PRESIGN_SECONDS
 
 DEFAULT_FORMATS = ("json", "txt", "srt", "vtt")
@@ -34,6 +34,8 @@ class BacklogOptions:
     formats: tuple[str, ...] = DEFAULT_FORMATS
     timestamps: str = "segment"
     language: str | None = None
+    diarize: bool = False  # speaker labels (the worker needs its diarizer baked in)
+    max_speakers: int | None = None
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     job_seconds: float = DEFAULT_JOB_SECONDS
     max_items_per_job: int = DEFAULT_MAX_ITEMS_PER_JOB
@@ -86,6 +88,12 @@ class BacklogOptions:
             )
         if self.timestamps not in {value.value for value in Timestamps}:
             raise UsageError("--timestamps: must be none, segment or word")
+        if self.max_speakers is not None and not self.diarize:
+            raise UsageError("--max-speakers: applies only with --diarize")
+        if self.max_speakers is not None and not 1 <= self.max_speakers <= MAX_SPEAKERS:
+            raise UsageError(
+                f"--max-speakers: 1 to {MAX_SPEAKERS}, the most speakers the diarizer tells apart"
+            )
         for name in ("max_in_flight", "max_attempts", "max_items_per_job"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')}: must be at least 1")

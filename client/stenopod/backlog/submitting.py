@@ -39,6 +39,10 @@ def job_input(
         data["model"] = options.model
     if options.language:
         data["language"] = options.language
+    if options.diarize:
+        data["diarize"] = True
+        if options.max_speakers is not None:
+            data["max_speakers"] = options.max_speakers
     return data
 
 
