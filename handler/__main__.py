@@ -37,8 +37,9 @@ SETTINGS: WorkerSettings | None = None
 
 
 async def handler(job: dict[str, Any]) -> dict[str, Any]:
-    assert REGISTRY is not None and SETTINGS is not None
-    return await run_job(job, REGISTRY, settings=SETTINGS.job)
+    assert REGISTRY is not None
+    # SETTINGS is None only where a caller set REGISTRY without main(): run_job reads the settings.
+    return await run_job(job, REGISTRY, settings=SETTINGS.job if SETTINGS is not None else None)
 
 
 def main() -> None:

@@ -79,11 +79,21 @@ def to_schema_segments(transcript: Transcript, with_words: bool) -> list[Segment
             end=round(seg.end, 3),
             text=seg.text.strip(),
             words=[
-                Word(start=round(w.start, 3), end=round(w.end, 3), word=w.text.strip(), speaker=w.speaker)
+                Word(
+                    start=round(w.start, 3),
+                    end=round(w.end, 3),
+                    word=w.text.strip(),
+                    probability=w.probability,
+                    speaker=w.speaker,
+                )
                 for w in seg.words
             ]
             if with_words
             else None,
+            language=seg.language,
+            avg_logprob=seg.avg_logprob,
+            no_speech_prob=seg.no_speech_prob,
+            compression_ratio=seg.compression_ratio,
             speaker=seg.speaker,
         )
         for index, seg in enumerate(transcript.segments)

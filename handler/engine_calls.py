@@ -16,6 +16,7 @@ import numpy as np
 from stenopod.schema import ErrorCode, ItemError
 
 from .engines.base import EngineError, Transcript
+from .item_options import decode_options
 from .job_state import ItemState, JobContext
 from .longform import transcribe_long
 
@@ -84,8 +85,8 @@ class EngineCalls:
             ctx.engine,
             audios,
             plans=None if any(plan is None for plan in plans) else plans,
-            language=ctx.input.language,
-            word_timestamps=ctx.engine_word_timestamps,
+            # Each item's own language, prompt and hotwords (handler.item_options), on every chunk.
+            decode=[decode_options(ctx.input, item.spec, ctx.engine_word_timestamps) for item in items],
             batch_size=ctx.batch_limits().max_items,
         )
         started = time.perf_counter()

@@ -107,16 +107,21 @@ def _fill_result(ctx: JobContext, item: ItemState) -> None:
     segments = to_schema_segments(transcript, ctx.word_timestamps)
     result.text = transcript.text.strip()
     result.language = transcript.language
+    result.language_probability = transcript.language_probability
     result.segments = None if ctx.input.timestamps == Timestamps.none else segments
     if result.timings.inference_s > 0 and result.duration_s:
         result.rtfx = round(result.duration_s / result.timings.inference_s, 2)
     item.document = TranscriptDocument(
         text=result.text,
-        segments=segments,
+        # Subtitle cues are cut from the words, whether or not the json lists them.
+        segments=to_schema_segments(transcript, True) if ctx.input.subtitles is not None else segments,
         language=transcript.language,
         duration=result.duration_s or 0.0,
         word_timestamps=ctx.word_timestamps,
         speakers=result.speakers,
+        task=ctx.input.task.value,
+        language_probability=transcript.language_probability,
+        subtitles=ctx.input.subtitles,
     )
 
 

@@ -34,6 +34,7 @@ from .diarize_stage import find_diarizer, with_diarization
 from .engine_calls import EngineCalls
 from .engines.base import Engine
 from .engines.registry import Diarizer, ModelUnavailable
+from .item_options import check_options
 from .item_stages import finish_batch, prepare_item
 from .job_state import ItemState, JobContext
 from .pipeline import EngineTimes, run_pipeline
@@ -135,6 +136,9 @@ class _Job:
                 f"model {error.model_id!r} is not in this image; available: {', '.join(error.available)}"
             )
             return self._fail_all(ErrorCode.model_unavailable, message, model=self.input.model)
+        refused = check_options(self.input, engine)
+        if refused is not None:
+            return {"error": refused.to_runpod_error()}
         for item in self.items:
             item.result.model = engine.model_id
         diarizer = find_diarizer(registry) if self.input.diarize else None

@@ -75,7 +75,8 @@ class JobContext:
     def engine_word_timestamps(self) -> bool:
         """Word times from the engine: when the answer shows them, and when speakers are assigned
         word by word (handler.speaker_assign); the answer then leaves them out unless asked."""
-        return self.word_timestamps or self.diarizer is not None
+        # Subtitle cues are cut from word times too (stenopod.subtitles).
+        return self.word_timestamps or self.diarizer is not None or self.input.subtitles is not None
 
     def decode_processes(self) -> int:
         return decode_processes_for(self.settings, self.engine.device)

@@ -51,6 +51,15 @@ def test_bad_arguments_exit_2(argv, needle, capsys):
     assert needle in _one_line_error(capsys)
 
 
+def test_a_file_too_large_for_a_runpod_run_without_a_bucket_is_a_usage_error(tmp_path, capsys):
+    audio = tmp_path / "a.mp3"
+    audio.write_bytes(b"ID3" + bytes(9 * 1000**2))  # over RunPod's 10 MB /run body once base64-encoded
+    code = main(["transcribe", str(audio), "--endpoint", "abc123", "--output", str(tmp_path / "out")])
+    assert code == 2
+    error = _one_line_error(capsys)
+    assert "a.mp3" in error and "s3://" in error
+
+
 def test_an_unknown_gpu_is_a_usage_error(capsys):
     code = main(
         [

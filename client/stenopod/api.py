@@ -62,6 +62,10 @@ async def transcribe_backlog(
     formats: Sequence[str] | str = DEFAULT_FORMATS,
     timestamps: str = "segment",
     language: str | None = None,
+    task: str = "transcribe",
+    prompt: str | None = None,
+    hotwords: Sequence[str] = (),
+    subtitles: dict[str, float] | bool | None = None,
     diarize: bool = False,
     max_speakers: int | None = None,
     state: str | Path | None = None,
@@ -86,6 +90,9 @@ async def transcribe_backlog(
         <output>/manifest.jsonl listing every item. A folder with a RunPod endpoint needs no bucket:
         local files (up to ~7.4 MB each) travel inside the jobs and transcripts come back in the answers.
     formats: a list such as ["json", "srt"] or a comma string such as "json,srt".
+    task: "translate" for English text from any language (multilingual Whisper models).
+    prompt, hotwords: vocabulary, e.g. hotwords=["ComfyUI"]; subtitles: True for readable srt/vtt
+        cues with the default limits, or a dict such as {"max_line_width": 32, "max_duration_s": 5}.
     diarize: label who speaks when (`speaker` on segments and words, speaker-prefixed txt, srt and
         vtt); the endpoint's image needs its diarizer. max_speakers (with diarize): at most this many.
     endpoint: a RunPod endpoint id (key from api_key or RUNPOD_API_KEY), or the URL of a
@@ -95,7 +102,14 @@ async def transcribe_backlog(
     Raises UsageError for unusable arguments and BacklogError when the run cannot go on.
     """
     # The keywords above are the options' own names: BacklogOptions takes what it knows of them.
-    options = BacklogOptions.from_values({**locals(), "formats": split_formats(formats)})
+    options = BacklogOptions.from_values(
+        {
+            **locals(),
+            "formats": split_formats(formats),
+            "hotwords": tuple(hotwords),
+            "subtitles": ({} if subtitles is True else dict(subtitles)) if subtitles else None,
+        }
+    )
     return await run_backlog(
         options, state=state, api_key=api_key, s3_credentials=s3_credentials, show_progress=show_progress
     )

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from stenopod import __version__
 from stenopod.cli_args import formats, positive_float, positive_int
+from stenopod.cli_transcription import add_transcription_arguments, transcription_options
 
 if TYPE_CHECKING:
     from stenopod.backlog.ledger import Ledger
@@ -57,13 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma list of json,txt,srt,vtt",
     )
     run.add_argument("--timestamps", choices=["none", "segment", "word"], default="segment")
-    run.add_argument("--language", help="ISO language code (default: detected)")
-    run.add_argument(
-        "--diarize", action="store_true", help="label who speaks when (SPEAKER_0, ...) in every format"
-    )
-    run.add_argument(
-        "--max-speakers", type=positive_int, help="with --diarize: at most this many speakers (up to 4)"
-    )
+    add_transcription_arguments(run)
     run.add_argument(
         "--endpoint",
         help="RunPod endpoint id (with RUNPOD_API_KEY) or a local endpoint URL such as http://127.0.0.1:8000; "
@@ -163,7 +158,7 @@ def _transcribe(args: argparse.Namespace) -> int:
     from stenopod.backlog.options import BacklogOptions
 
     # The subcommand's option names are BacklogOptions' own (see build_parser's dest names).
-    options = BacklogOptions.from_values(vars(args))
+    options = BacklogOptions.from_values({**vars(args), **transcription_options(args)})
     return _run(options, state=args.state, api_key=args.api_key, progress=not args.no_progress)
 
 

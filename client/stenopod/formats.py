@@ -12,7 +12,8 @@ from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from stenopod.schema import OutputFormat, Segment, Word
+from stenopod.schema import OutputFormat, Segment, Subtitles, Word
+from stenopod.subtitles import subtitle_spans
 
 CONTENT_TYPES: dict[OutputFormat, str] = {
     OutputFormat.json: "application/json",
@@ -34,8 +35,11 @@ class TranscriptDocument:
     segments: list[Segment]
     language: str | None
     duration: float
-    word_timestamps: bool = False
+    word_timestamps: bool = False  # json lists the words (srt/vtt may use them either way)
     speakers: list[str] | None = None  # diarized: the labels in order of first words
+    task: str = "transcribe"
+    language_probability: float | None = None
+    subtitles: Subtitles | None = None  # srt/vtt cues cut from word times to these limits
 
 
 def render(fmt: OutputFormat, doc: TranscriptDocument) -> bytes:
@@ -46,17 +50,19 @@ def render(fmt: OutputFormat, doc: TranscriptDocument) -> bytes:
 def render_json(doc: TranscriptDocument) -> str:
     """verbose_json as OpenAI's transcription API returns it, so tools that read it read ours."""
     body: dict[str, object] = {
-        "task": "transcribe",
+        "task": doc.task,
         "language": doc.language,
         "duration": round(doc.duration, 3),
         "text": doc.text,
         "segments": [
             {"id": seg.id, "start": _r(seg.start), "end": _r(seg.end), "text": seg.text}
-            | ({"speaker": seg.speaker} if seg.speaker is not None else {})
+            | _known(seg, "language", "avg_logprob", "no_speech_prob", "compression_ratio", "speaker")
             | ({"words": [_word(w) for w in seg.words or []]} if doc.word_timestamps else {})
             for seg in doc.segments
         ],
     }
+    if doc.language_probability is not None:
+        body["language_probability"] = doc.language_probability
     if doc.speakers is not None:
         body["speakers"] = list(doc.speakers)
     if doc.word_timestamps:
@@ -155,12 +161,18 @@ def _cues(doc: TranscriptDocument) -> list[tuple[int, int, str, str | None]]:
       the start, so every cue lasts at least 1 ms, and cues sharing one start follow one another.
     json is not affected: it keeps the engine's segments as they are.
     """
+    if doc.subtitles is not None:
+        spans = subtitle_spans(doc.segments, doc.subtitles)
+    else:
+        spans = [(seg.start, seg.end, " ".join(seg.text.split()), seg.speaker) for seg in doc.segments]
     pending: list[tuple[int, int, int, str, str | None]] = []
-    for index, seg in enumerate(doc.segments):
-        # A blank line ends a cue and "-->" starts a timing line: neither may appear in cue text.
-        text = " ".join(seg.text.split()).replace("-->", "->")
+    for index, (span_start, span_end, span_text, speaker) in enumerate(spans):
+        # A blank line ends a cue and "-->" starts a timing line: neither may appear in cue text;
+        # the line breaks a subtitle layout chose are kept.
+        lines = (" ".join(line.split()).replace("-->", "->") for line in span_text.split("\n"))
+        text = "\n".join(line for line in lines if line)
         if text:
-            pending.append((_ms(seg.start), index, _ms(seg.end), text, seg.speaker))
+            pending.append((_ms(span_start), index, _ms(span_end), text, speaker))
     pending.sort(key=lambda cue: cue[:2])
     starts = [cue[0] for cue in pending]
     cues: list[tuple[int, int, str, str | None]] = []
@@ -173,6 +185,8 @@ def _cues(doc: TranscriptDocument) -> list[tuple[int, int, str, str | None]]:
             later = bisect_right(starts, start, lo=position + 1)  # the first later cue starting after `start`
             if later < len(starts):
                 end = min(end, starts[later])
+        if doc.subtitles is not None:
+            end = min(end, start + _ms(doc.subtitles.max_duration_s))
         cues.append((start, end, text, speaker))
         previous_end = end
     return cues
@@ -189,7 +203,13 @@ def _vtt_escape(text: str) -> str:
 
 def _word(word: Word) -> dict[str, object]:
     spoken: dict[str, object] = {"word": word.word, "start": _r(word.start), "end": _r(word.end)}
-    return spoken | ({"speaker": word.speaker} if word.speaker is not None else {})
+    return spoken | _known(word, "probability", "speaker")
+
+
+def _known(model: Segment | Word, *names: str) -> dict[str, object]:
+    """The named fields set on a segment or word (Whisper's confidences, speakers when diarized)."""
+    values = {name: getattr(model, name) for name in names}
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def _r(value: float) -> float:

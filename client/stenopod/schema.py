@@ -54,6 +54,10 @@ class ErrorCode(str, Enum):
     internal_error = "internal_error"  # a bug: reported without a traceback, logged on the worker
 
 
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False, use_enum_values=False)
+
+
 class Timestamps(str, Enum):
     none = "none"
     segment = "segment"
@@ -65,6 +69,24 @@ class OutputFormat(str, Enum):
     txt = "txt"
     srt = "srt"
     vtt = "vtt"
+
+
+class Task(str, Enum):
+    transcribe = "transcribe"
+    translate = "translate"  # to English (Whisper models that can)
+
+
+MAX_PROMPT_CHARS = 2000  # Whisper reads about 900 characters of it; longer is a mistake, not a prompt
+MAX_HOTWORDS = 100
+MAX_HOTWORD_CHARS = 100
+
+
+class Subtitles(_Strict):
+    """How srt/vtt cues are cut from word times. Defaults a subtitle editor accepts (Netflix-like)."""
+
+    max_line_width: int = Field(default=42, ge=10, le=200, description="Characters per line at most.")
+    max_line_count: int = Field(default=2, ge=1, le=5, description="Lines per cue at most.")
+    max_duration_s: float = Field(default=6.0, ge=1.0, le=60.0, description="Seconds a cue is shown at most.")
 
 
 def is_valid_item_id(value: str) -> bool:
@@ -90,6 +112,23 @@ def _check_audio_ref(value: str) -> str:
     return value
 
 
+def _check_language(value: str | None) -> str | None:
+    return None if value is None else value.strip().lower()
+
+
+def _check_prompt(value: str | None) -> str | None:
+    return value.strip() or None if value is not None else None
+
+
+def _check_hotwords(value: list[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    words = list(dict.fromkeys(word.strip() for word in value))
+    if any(not word for word in words):
+        raise ValueError("each hotword must have a character other than a space")
+    return words or None
+
+
 def _check_http_url(value: str) -> None:
     # Refused here, naming the field, rather than deep inside a fetch or a callback delivery.
     problem = url_problem(value)
@@ -107,10 +146,6 @@ AudioRef = Annotated[
 ]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=False, use_enum_values=False)
-
-
 class Callback(_Strict):
     """Where the worker POSTs each finished item, signed with HMAC-SHA256 (see stenopod.signing)."""
 
@@ -126,9 +161,34 @@ class Callback(_Strict):
         return value
 
 
+Language = Annotated[str, Field(min_length=2, max_length=8, description="ISO code, such as en or de.")]
+Prompt = Annotated[
+    str,
+    Field(
+        max_length=MAX_PROMPT_CHARS,
+        description="Text Whisper reads before every 30 s window of the audio (names, spellings, style).",
+    ),
+]
+Hotwords = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=MAX_HOTWORD_CHARS)]],
+    Field(
+        max_length=MAX_HOTWORDS,
+        description="Words or phrases to spell as given (Whisper: its hotwords; Parakeet: NeMo phrase boosting).",
+    ),
+]
+
+
 class JobItem(_Strict):
     id: ItemId
     audio: AudioRef
+    # Per item, over the job's own: two items of one job can differ in language and vocabulary.
+    language: Language | None = Field(default=None, description="This item's language (over the job's).")
+    prompt: Prompt | None = Field(default=None, description="This item's prompt (over the job's).")
+    hotwords: Hotwords | None = Field(default=None, description="This item's hotwords (over the job's).")
+
+    _language = field_validator("language")(_check_language)
+    _prompt = field_validator("prompt")(_check_prompt)
+    _hotwords = field_validator("hotwords")(_check_hotwords)
 
     @field_validator("id")
     @classmethod
@@ -152,8 +212,14 @@ class JobInput(_Strict):
         default=None, max_length=MAX_ITEMS_PER_JOB, description="Several files in one job."
     )
     model: str | None = Field(default=None, description="Model id; default: the image's default model.")
-    language: str | None = Field(
-        default=None, min_length=2, max_length=8, description="ISO code; null lets Whisper detect it."
+    language: Language | None = Field(default=None, description="ISO code; null: detected.")
+    task: Task = Field(default=Task.transcribe, description="translate: English text from any language.")
+    prompt: Prompt | None = None
+    hotwords: Hotwords | None = None
+    subtitles: Subtitles | None = Field(
+        default=None,
+        description="Re-cut srt/vtt cues on word times to these limits ({} for the defaults); absent: "
+        "one cue per segment.",
     )
     timestamps: Timestamps = Timestamps.segment
     formats: list[OutputFormat] = Field(
@@ -186,6 +252,10 @@ class JobInput(_Strict):
         "job it had submitted, and a second job with the same token is answered with duplicate_of "
         "instead of being transcribed twice.",
     )
+
+    _language = field_validator("language")(_check_language)
+    _prompt = field_validator("prompt")(_check_prompt)
+    _hotwords = field_validator("hotwords")(_check_hotwords)
 
     @field_validator("submission")
     @classmethod
@@ -268,6 +338,9 @@ class Word(BaseModel):
     start: float
     end: float
     word: str
+    probability: float | None = Field(
+        default=None, description="The engine's confidence, where it gives one."
+    )
     speaker: SpeakerLabel = None
 
 
@@ -277,6 +350,11 @@ class Segment(BaseModel):
     end: float
     text: str
     words: list[Word] | None = None
+    language: str | None = Field(default=None, description="The language this segment was heard in.")
+    # Whisper's quality measures, as OpenAI's verbose_json has them; null for engines without them.
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+    compression_ratio: float | None = None
     speaker: SpeakerLabel = None
 
 
@@ -299,6 +377,10 @@ class ItemResult(BaseModel):
     status: Literal["ok", "error"]
     model: str | None = None
     language: str | None = None
+    language_probability: float | None = Field(
+        default=None,
+        description="How sure the detection was; null when the language was given or not detected.",
+    )
     duration_s: float | None = None
     text: str | None = None
     segments: list[Segment] | None = None

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
-from handler.engines.base import SAMPLE_RATE, BatchLimits, Engine, SegmentTiming, Transcript, WordTiming
+from handler.engines.base import (
+    SAMPLE_RATE,
+    BatchLimits,
+    DecodeOptions,
+    Engine,
+    SegmentTiming,
+    Transcript,
+    WordTiming,
+    per_audio_options,
+)
 from handler.engines.gpu_memory import NEMO_BATCH_DEFAULT
 from handler.engines.parakeet import NemoEngine
 
@@ -34,8 +44,13 @@ class InstantTestEngine(Engine):
         audios: list[np.ndarray],
         language: str | None = None,
         word_timestamps: bool = False,
+        options: Sequence[DecodeOptions] | None = None,
     ) -> list[Transcript]:
-        return [self._fixed(audio.shape[0] / SAMPLE_RATE, language, word_timestamps) for audio in audios]
+        settings = per_audio_options(len(audios), language, word_timestamps, options)
+        return [
+            self._fixed(audio.shape[0] / SAMPLE_RATE, setting.language, setting.word_timestamps)
+            for audio, setting in zip(audios, settings, strict=True)
+        ]
 
     @staticmethod
     def _fixed(duration: float, language: str | None, word_timestamps: bool) -> Transcript:
@@ -83,7 +98,8 @@ class PacedTestEngine(InstantTestEngine):
         audios: list[np.ndarray],
         language: str | None = None,
         word_timestamps: bool = False,
+        options: Sequence[DecodeOptions] | None = None,
     ) -> list[Transcript]:
         with self._gpu:
             time.sleep(sum(audio.shape[0] for audio in audios) / SAMPLE_RATE / self.rtfx)
-        return super().transcribe(audios, language, word_timestamps)
+        return super().transcribe(audios, language, word_timestamps, options)

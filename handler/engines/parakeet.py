@@ -6,7 +6,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +15,17 @@ import numpy as np
 from handler.engines.base import (
     SAMPLE_RATE,
     BatchLimits,
+    DecodeOptions,
     Engine,
     EngineError,
+    OptionProblem,
     SegmentTiming,
     Transcript,
     WordTiming,
+    per_audio_options,
 )
 from handler.engines.gpu_memory import NEMO_BATCH_DEFAULT, free_gpu_bytes, nemo_batch_for_memory
+from handler.engines.nemo_options import nemo_options_problem, phrase_boosting
 from handler.settings import NemoSettings
 
 log = logging.getLogger(__name__)
@@ -148,36 +152,40 @@ class NemoEngine(Engine):
             )
         return contextlib.nullcontext()
 
+    def check_options(self, options: DecodeOptions) -> OptionProblem | None:
+        return nemo_options_problem(self.model_id, options)
+
     def transcribe(
         self,
         audios: list[np.ndarray],
         language: str | None = None,
         word_timestamps: bool = False,
+        options: Sequence[DecodeOptions] | None = None,
     ) -> list[Transcript]:
         import torch
 
         arrays = [np.ascontiguousarray(audio, dtype=np.float32) for audio in audios]
+        settings = per_audio_options(len(arrays), language, word_timestamps, options)
         results: list[Transcript | None] = [None] * len(arrays)
         for index, array in enumerate(arrays):
             if array.size == 0:
                 results[index] = Transcript(text="", segments=[], language=None)
         # Sorted by length so each padded batch wastes little compute; long audio gets its own
-        # pass with local attention.
+        # pass with local attention; audios with other hotwords decode with another boosting tree.
         pending = sorted((i for i, r in enumerate(results) if r is None), key=lambda i: arrays[i].size)
         limit = self.local_attention_s * SAMPLE_RATE
-        groups = [
-            ([i for i in pending if arrays[i].size <= limit], False),
-            ([i for i in pending if arrays[i].size > limit], True),
-        ]
+        groups: dict[tuple[bool, tuple[str, ...]], list[int]] = {}
+        for index in pending:
+            groups.setdefault((arrays[index].size > limit, settings[index].hotwords), []).append(index)
         try:
             with self._lock:
-                for indices, local in groups:
-                    if not indices:
-                        continue
+                for (local, hotwords), indices in sorted(groups.items()):
                     self._use_attention(local)
-                    for index, hypothesis in zip(indices, self._run(arrays, indices), strict=True):
+                    with phrase_boosting(self.model, hotwords, self.device):
+                        hypotheses = list(self._run(arrays, indices))
+                    for index, hypothesis in zip(indices, hypotheses, strict=True):
                         duration = arrays[index].size / SAMPLE_RATE
-                        results[index] = _to_transcript(hypothesis, duration, word_timestamps)
+                        results[index] = _to_transcript(hypothesis, duration, settings[index].word_timestamps)
         except torch.cuda.OutOfMemoryError as error:
             # Out of memory leaves the CUDA context usable: fail this batch, keep the worker.
             torch.cuda.empty_cache()

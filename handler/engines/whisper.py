@@ -12,6 +12,7 @@ Long-form chunking is the caller's job (handler.chunking, bound `max_chunk_s`), 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,15 +22,18 @@ import numpy as np
 from handler.engines.base import (
     SAMPLE_RATE,
     BatchLimits,
+    DecodeOptions,
     Engine,
     EngineError,
+    OptionProblem,
     SegmentTiming,
     Transcript,
     WordTiming,
+    per_audio_options,
 )
 
 if TYPE_CHECKING:
-    from faster_whisper.transcribe import Segment
+    from faster_whisper.transcribe import Segment, TranscriptionInfo
 
 # Models are local folders; a hub lookup at run time would be a bug, so make it impossible.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -42,6 +46,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 WHISPER_MAX_CHUNK_S = 30.0
 # Audios a call should carry per stream: enough that no stream idles while another finishes.
 AUDIOS_PER_STREAM = 16
+# Whisper reads at most half its 448-token context as the text before a window (faster-whisper
+# cuts the rest): the prompt and hotwords together get this many tokens.
+CONTEXT_TOKENS = 223
 
 
 def _clamp(value: float, duration: float) -> float:
@@ -103,55 +110,133 @@ class WhisperEngine(Engine):
         items = AUDIOS_PER_STREAM * self.streams
         return BatchLimits(max_items=items, max_audio_s=items * self.max_chunk_s)
 
+    @property
+    def languages(self) -> list[str]:
+        """The language codes this model can be asked for (["en"] for an English-only model)."""
+        return list(self.model.supported_languages)
+
+    @property
+    def can_translate(self) -> bool:
+        # English-only models know no other language to translate from, and large-v3-turbo was
+        # fine-tuned on transcription only: asked to translate, it transcribes.
+        turbo = "turbo" in self.model_id.lower() or "turbo" in self.path.name.lower()
+        return self.multilingual and not turbo
+
+    def check_options(self, options: DecodeOptions) -> OptionProblem | None:
+        if options.language is not None and options.language not in self.languages:
+            return OptionProblem(
+                "language",
+                f"model {self.model_id!r} does not know language {options.language!r}; "
+                f"it knows: {', '.join(self.languages)}",
+            )
+        if options.task == "translate" and not self.can_translate:
+            why = "is English-only" if not self.multilingual else "was not trained to translate"
+            return OptionProblem(
+                "task",
+                f"model {self.model_id!r} {why} and cannot translate; use a multilingual Whisper model "
+                "other than large-v3-turbo, or task 'transcribe'",
+            )
+        return None
+
     def transcribe(
         self,
         audios: list[np.ndarray],
         language: str | None = None,
         word_timestamps: bool = False,
+        options: Sequence[DecodeOptions] | None = None,
     ) -> list[Transcript]:
         arrays = [np.ascontiguousarray(audio, dtype=np.float32) for audio in audios]
+        settings = per_audio_options(len(arrays), language, word_timestamps, options)
         # Longest first, so the streams end together; CTranslate2 releases the GIL while it computes.
         order = sorted(range(len(arrays)), key=lambda index: -arrays[index].size)
         futures = {
-            index: self._pool.submit(self._transcribe_one, arrays[index], language, word_timestamps)
-            for index in order
+            index: self._pool.submit(self._transcribe_one, arrays[index], settings[index]) for index in order
         }
         try:
             return [futures[index].result() for index in range(len(arrays))]
         except RuntimeError as error:
             raise EngineError(f"whisper failed: {error}", gpu_failed="CUDA" in str(error)) from error
 
-    def _transcribe_one(self, audio: np.ndarray, language: str | None, word_timestamps: bool) -> Transcript:
+    def _transcribe_one(self, audio: np.ndarray, options: DecodeOptions) -> Transcript:
         duration = audio.shape[0] / SAMPLE_RATE
         if audio.size == 0:
             # No inference to ask; an English-only model can only ever mean English.
-            return Transcript(text="", segments=[], language=language if self.multilingual else "en")
+            return Transcript(text="", segments=[], language=options.language if self.multilingual else "en")
         # faster-whisper's defaults (beam search, temperature fallback) but no carry-over of the
-        # previous window's text: on long audio it makes one error snowball into the next.
+        # previous window's text: on long audio it makes one error snowball into the next. The
+        # prompt goes in as faster-whisper's `hotwords` text, which precedes EVERY 30 s window
+        # (its initial_prompt reaches only the first); for the first window the tokens are the same.
         pieces, info = self.model.transcribe(
             audio,
-            language=language,
+            language=options.language,
+            task=options.task,
             beam_size=self.beam_size,
-            word_timestamps=word_timestamps,
+            word_timestamps=options.word_timestamps,
             condition_on_previous_text=False,
             vad_filter=False,
+            hotwords=self._context(options),
         )
-        segments = [_segment(piece, duration, word_timestamps) for piece in pieces]
+        segments = [_segment(piece, duration, options.word_timestamps, info.language) for piece in pieces]
         segments = [segment for segment in segments if segment.text]
         # info.language is what was used: detected, given, or "en" forced by an English-only model.
         return Transcript(
-            text=" ".join(segment.text for segment in segments), segments=segments, language=info.language
+            text=" ".join(segment.text for segment in segments),
+            segments=segments,
+            language=info.language,
+            **_detection(info, options, self.multilingual),
         )
 
+    def _context(self, options: DecodeOptions) -> str | None:
+        """The text Whisper reads before each window: the prompt, then the hotwords.
 
-def _segment(piece: Segment, duration: float, word_timestamps: bool) -> SegmentTiming:
+        The hotwords are kept whole and the prompt's end (nearest the speech) kept within
+        CONTEXT_TOKENS, as Whisper keeps the end of a long prompt."""
+        words = ", ".join(word.strip() for word in options.hotwords if word.strip())
+        prompt = (options.prompt or "").strip()
+        if not prompt:
+            return words or None
+        encode = self.model.hf_tokenizer.encode
+        budget = CONTEXT_TOKENS - (len(encode(" " + words, add_special_tokens=False).ids) + 1 if words else 0)
+        tokens = encode(" " + prompt, add_special_tokens=False).ids
+        if len(tokens) > budget:
+            prompt = self.model.hf_tokenizer.decode(tokens[-max(budget, 0) :]).strip() if budget > 0 else ""
+        return f"{prompt} {words}".strip() or None
+
+
+def _detection(info: TranscriptionInfo, options: DecodeOptions, multilingual: bool) -> dict[str, object]:
+    """language_probability(ies) only where Whisper detected the language: a given language, or
+    an English-only model's forced "en", was not detected and has no probability to report."""
+    if options.language is not None or not multilingual:
+        return {}
+    probabilities = {code: float(p) for code, p in info.all_language_probs or [] if p >= 0.001}
+    return {
+        "language_probability": float(info.language_probability),
+        "language_probabilities": probabilities or {info.language: float(info.language_probability)},
+    }
+
+
+def _segment(piece: Segment, duration: float, word_timestamps: bool, language: str) -> SegmentTiming:
     words: list[WordTiming] = []
     if word_timestamps:
         for word in piece.words or []:
             start = _clamp(word.start, duration)
             words.append(
-                WordTiming(start=start, end=max(start, _clamp(word.end, duration)), text=word.word.strip())
+                WordTiming(
+                    start=start,
+                    end=max(start, _clamp(word.end, duration)),
+                    text=word.word.strip(),
+                    probability=float(word.probability),
+                )
             )
     start = _clamp(piece.start, duration)
     end = max(start, _clamp(piece.end, duration))
-    return SegmentTiming(start=start, end=end, text=piece.text.strip(), words=words)
+    return SegmentTiming(
+        start=start,
+        end=end,
+        text=piece.text.strip(),
+        words=words,
+        avg_logprob=float(piece.avg_logprob),
+        no_speech_prob=float(piece.no_speech_prob),
+        compression_ratio=float(piece.compression_ratio),
+        language=language,
+    )

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pytest
 
 import handler.chunking
 from handler.chunking import Chunk
 from handler.coverage import missed_speech
-from handler.engines.base import SAMPLE_RATE, Engine, SegmentTiming, Transcript
+from handler.engines.base import SAMPLE_RATE, DecodeOptions, Engine, SegmentTiming, Transcript
 from handler.longform import transcribe_long
 
 S = SAMPLE_RATE
@@ -40,7 +42,11 @@ class SkippingTestEngine(Engine):
     max_chunk_s = 30.0
 
     def transcribe(
-        self, audios: list[np.ndarray], language: str | None = None, word_timestamps: bool = False
+        self,
+        audios: list[np.ndarray],
+        language: str | None = None,
+        word_timestamps: bool = False,
+        options: Sequence[DecodeOptions] | None = None,
     ) -> list[Transcript]:
         out = []
         for audio in audios:

@@ -8,7 +8,7 @@ import base64
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -22,11 +22,13 @@ from handler.chunking import DEFAULT_MAX_CHUNK_S
 from handler.engines.base import (
     SAMPLE_RATE,
     BatchLimits,
+    DecodeOptions,
     Engine,
     EngineError,
     SegmentTiming,
     Transcript,
     WordTiming,
+    per_audio_options,
 )
 from handler.engines.registry import ModelUnavailable
 from handler.job import run_job
@@ -52,7 +54,11 @@ class TestDoubleEngine(Engine):
         self.failure = failure
 
     def transcribe(
-        self, audios: list[np.ndarray], language: str | None = None, word_timestamps: bool = False
+        self,
+        audios: list[np.ndarray],
+        language: str | None = None,
+        word_timestamps: bool = False,
+        options: Sequence[DecodeOptions] | None = None,
     ) -> list[Transcript]:
         self.batches.append([audio.size for audio in audios])
         if self.failure is not None:
@@ -60,11 +66,13 @@ class TestDoubleEngine(Engine):
         if any(audio.size == POISON_SAMPLES for audio in audios):
             raise EngineError("cannot transcribe this batch")
         out = []
-        for audio in audios:
+        for audio, setting in zip(
+            audios, per_audio_options(len(audios), language, word_timestamps, options), strict=True
+        ):
             seconds = audio.size / SAMPLE_RATE
             words = [WordTiming(0.0, seconds / 2, " heard"), WordTiming(seconds / 2, seconds, " audio")]
-            segment = SegmentTiming(0.0, seconds, " heard audio", words if word_timestamps else [])
-            out.append(Transcript(text=" heard audio", segments=[segment], language=language or "en"))
+            segment = SegmentTiming(0.0, seconds, " heard audio", words if setting.word_timestamps else [])
+            out.append(Transcript(text=" heard audio", segments=[segment], language=setting.language or "en"))
         return out
 
 
@@ -186,14 +194,18 @@ class SlowOneAtATimeTestEngine(TestDoubleEngine):
         return BatchLimits(max_items=1, max_audio_s=3600.0)
 
     def transcribe(
-        self, audios: list[np.ndarray], language: str | None = None, word_timestamps: bool = False
+        self,
+        audios: list[np.ndarray],
+        language: str | None = None,
+        word_timestamps: bool = False,
+        options: Sequence[DecodeOptions] | None = None,
     ) -> list[Transcript]:
         with self.lock:
             self.running += 1
             self.most_at_once = max(self.most_at_once, self.running)
         try:
             time.sleep(0.4)
-            return super().transcribe(audios, language, word_timestamps)
+            return super().transcribe(audios, language, word_timestamps, options)
         finally:
             with self.lock:
                 self.running -= 1
@@ -418,11 +430,15 @@ class SlowFirstCallTestEngine(TestDoubleEngine):
     __test__ = False
 
     def transcribe(
-        self, audios: list[np.ndarray], language: str | None = None, word_timestamps: bool = False
+        self,
+        audios: list[np.ndarray],
+        language: str | None = None,
+        word_timestamps: bool = False,
+        options: Sequence[DecodeOptions] | None = None,
     ) -> list[Transcript]:
         if not self.batches:
             time.sleep(1.0)
-        return super().transcribe(audios, language, word_timestamps)
+        return super().transcribe(audios, language, word_timestamps, options)
 
 
 def test_inference_failure_is_isolated_to_the_bad_item(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,16 @@ import pytest
 from bench.corpus import BASE_CLIPS, load_clip
 from bench.wer import normalize
 from handler.chunking import DEFAULT_MAX_CHUNK_S, plan_chunks
-from handler.engines.base import SAMPLE_RATE, BatchLimits, Engine, SegmentTiming, Transcript, WordTiming
+from handler.engines.base import (
+    SAMPLE_RATE,
+    BatchLimits,
+    DecodeOptions,
+    Engine,
+    SegmentTiming,
+    Transcript,
+    WordTiming,
+    per_audio_options,
+)
 from handler.longform import transcribe_long
 
 CLIPS = {clip.name: clip for clip in BASE_CLIPS}
@@ -34,11 +44,18 @@ class RecordingTestEngine(Engine):
         self.overrun_s = overrun_s
 
     def transcribe(
-        self, audios: list[np.ndarray], language: str | None = None, word_timestamps: bool = False
+        self,
+        audios: list[np.ndarray],
+        language: str | None = None,
+        word_timestamps: bool = False,
+        options: Sequence[DecodeOptions] | None = None,
     ) -> list[Transcript]:
         self.batches.append([audio.copy() for audio in audios])
         out = []
-        for audio in audios:
+        for audio, setting in zip(
+            audios, per_audio_options(len(audios), language, word_timestamps, options), strict=True
+        ):
+            word_timestamps = setting.word_timestamps
             duration = audio.shape[0] / SAMPLE_RATE
             text = f"n{audio.shape[0]}"
             words = [WordTiming(0.5, 0.6, text)] if word_timestamps else []

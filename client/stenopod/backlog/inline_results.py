@@ -14,17 +14,28 @@ from __future__ import annotations
 from typing import Any
 
 from stenopod.formats import CONTENT_TYPES, TranscriptDocument, render
-from stenopod.schema import ItemResult, OutputFormat, Timestamps
+from stenopod.schema import ItemResult, OutputFormat, Subtitles, Timestamps
 from stenopod.storage import ObjectStore, StorageError
 
 
-def worker_timestamps(timestamps: str) -> str:
-    """What to ask the worker for: the files are rendered from segments, so at least those."""
+def worker_timestamps(timestamps: str, subtitles: bool = False) -> str:
+    """What to ask the worker for: the files are rendered from segments, so at least those; and
+    readable subtitles are cut from words."""
+    if subtitles:
+        return Timestamps.word.value
     return Timestamps.segment.value if timestamps == Timestamps.none.value else timestamps
 
 
-def render_result(result: dict[str, Any], formats: tuple[str, ...], timestamps: str) -> dict[str, bytes]:
-    """format -> file contents for one item's inline result (StorageError if it carries no transcript)."""
+def render_result(
+    result: dict[str, Any],
+    formats: tuple[str, ...],
+    timestamps: str,
+    subtitles: dict[str, Any] | None = None,
+    task: str = "transcribe",
+) -> dict[str, bytes]:
+    """format -> file contents for one item's inline result (StorageError if it carries no transcript).
+
+    subtitles and task: the job's, so the files match those a worker writes to storage."""
     parsed = ItemResult.model_validate(result)
     if parsed.text is None:
         raise StorageError(f"the answer for {parsed.id} carries no transcript to write")
@@ -34,15 +45,24 @@ def render_result(result: dict[str, Any], formats: tuple[str, ...], timestamps: 
         language=parsed.language,
         duration=parsed.duration_s or 0.0,
         word_timestamps=timestamps == Timestamps.word.value,
+        task=task,
+        language_probability=parsed.language_probability,
+        subtitles=Subtitles(**subtitles) if subtitles is not None else None,
     )
     return {fmt: render(OutputFormat(fmt), document) for fmt in formats}
 
 
 def write_inline_result(
-    store: ObjectStore, item_id: str, result: dict[str, Any], formats: tuple[str, ...], timestamps: str
+    store: ObjectStore,
+    item_id: str,
+    result: dict[str, Any],
+    formats: tuple[str, ...],
+    timestamps: str,
+    subtitles: dict[str, Any] | None = None,
+    task: str = "transcribe",
 ) -> None:
     """Write <item_id>.<format> for every format, each read back and compared; StorageError if not."""
-    for fmt, data in render_result(result, formats, timestamps).items():
+    for fmt, data in render_result(result, formats, timestamps, subtitles, task).items():
         key = f"{item_id}.{fmt}"
         store.put_bytes(key, data, CONTENT_TYPES[OutputFormat(fmt)])
         if store.get_bytes(key) != data:

@@ -54,7 +54,7 @@ from stenopod.backlog.report import BacklogReport, make_report, show_progress
 from stenopod.backlog.staging import Stager
 from stenopod.backlog.states import ItemState, SubmissionState
 from stenopod.backlog.submitting import SubmitFailed, job_input, submit
-from stenopod.backlog.verify import verify_outcomes
+from stenopod.backlog.verify import InlineRendering, verify_outcomes
 from stenopod.endpoint import EndpointClient
 from stenopod.output_location import OutputLocation
 from stenopod.pricing import PricingError, price_per_second
@@ -327,10 +327,9 @@ class BacklogRunner:
         followed = [item_id for item_id in item_ids if item_id not in unstaged_ids]
         settled, execution_ms = await self._follow(token, followed, job_id, recovered=recovered)
         assert self.store is not None  # a success counts once its files are in the store (verify.py)
-        inline_timestamps = self.options.timestamps if self.inline else None
-        verified = await verify_outcomes(
-            self.store, self.options.formats, settled.outcomes, inline_timestamps=inline_timestamps
-        )
+        options = self.options
+        inline = InlineRendering(options.timestamps, options.subtitles, options.task) if self.inline else None
+        verified = await verify_outcomes(self.store, options.formats, settled.outcomes, inline=inline)
         settled.outcomes = [*verified, *unstaged]
         if settled.state == SubmissionState.CANCELLED and not recovered:
             log.warning(

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from stenopod.backlog.errors import UsageError
+from stenopod.backlog.job_options import job_fields, options_problem
 from stenopod.backlog.packing import DEFAULT_JOB_SECONDS, DEFAULT_MAX_ITEMS_PER_JOB
 from stenopod.backlog.preflight import PreflightError, check_settings
 from stenopod.schema import MAX_SPEAKERS, OutputFormat, Timestamps
@@ -52,6 +53,11 @@ class BacklogOptions:
     gpu: str | None = None
     price_per_s: float | None = None
     price_table: str | None = None
+    # Sent with every job (stenopod.backlog.job_options): translation, vocabulary, subtitle limits.
+    task: str = "transcribe"
+    prompt: str | None = None
+    hotwords: tuple[str, ...] = ()
+    subtitles: dict[str, Any] | None = None
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> BacklogOptions:
@@ -59,6 +65,7 @@ class BacklogOptions:
         other keys are ignored, missing ones take their defaults."""
         known = {item.name: values[item.name] for item in fields(cls) if item.name in values}
         known["formats"] = tuple(known.get("formats") or DEFAULT_FORMATS)
+        known["hotwords"] = tuple(known.get("hotwords") or ())
         if isinstance(known.get("sources"), str):
             known["sources"] = [known["sources"]]
         known["sources"] = list(known.get("sources") or [])
@@ -67,11 +74,16 @@ class BacklogOptions:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["formats"] = list(self.formats)
+        data["hotwords"] = list(self.hotwords)
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BacklogOptions:
         return cls.from_values(data)
+
+    def job_fields(self) -> dict[str, Any]:
+        """The transcription options as job input fields."""
+        return job_fields(self.task, self.prompt, self.hotwords, self.subtitles)
 
     def validate(self) -> None:
         if not self.sources:
@@ -105,6 +117,9 @@ class BacklogOptions:
             check_settings(self.language, self.webhook_listen)
         except PreflightError as error:
             raise UsageError(str(error)) from None
+        problem = options_problem(self.job_fields())
+        if problem is not None:
+            raise UsageError(problem)
 
 
 def is_local_endpoint(endpoint: str | None) -> bool:

@@ -30,7 +30,9 @@ def job_input(
         "items": items,
         "formats": list(options.formats),
         # Inline, the files are rendered here from the answer's segments: at least those are asked for.
-        "timestamps": options.timestamps if output is not None else worker_timestamps(options.timestamps),
+        "timestamps": options.timestamps
+        if output is not None
+        else worker_timestamps(options.timestamps, options.subtitles is not None),
         "submission": token,
     }
     if output is not None:
@@ -39,6 +41,7 @@ def job_input(
         data["model"] = options.model
     if options.language:
         data["language"] = options.language
+    data.update(options.job_fields())
     if options.diarize:
         data["diarize"] = True
         if options.max_speakers is not None:

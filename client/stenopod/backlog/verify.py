@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from stenopod.backlog.inline_results import write_inline_result
 from stenopod.backlog.ledger import ItemOutcome
@@ -12,31 +14,48 @@ from stenopod.schema import ErrorCode
 from stenopod.storage import ObjectStore, StorageError
 
 
+@dataclass(frozen=True)
+class InlineRendering:
+    """How an inline run renders the files from an answer (the run's options)."""
+
+    timestamps: str
+    subtitles: dict[str, Any] | None
+    task: str
+
+
 async def verify_outcomes(
     store: ObjectStore,
     formats: Sequence[str],
     outcomes: list[ItemOutcome],
     *,
-    inline_timestamps: str | None = None,
+    inline: InlineRendering | None = None,
 ) -> list[ItemOutcome]:
     """Each claimed success checked in the store: with its outputs' URIs, or a storage_failed failure.
 
-    inline_timestamps: an inline run's (the answer carries the transcripts): each is written to
-    the store first (inline_results.py), then checked like any other."""
+    inline: an inline run's rendering (the answer carries the transcripts): each is written to the
+    store first (inline_results.py), then checked like any other."""
     return [
-        await _verified(store, formats, outcome, inline_timestamps) if outcome.ok else outcome
-        for outcome in outcomes
+        await _verified(store, formats, outcome, inline) if outcome.ok else outcome for outcome in outcomes
     ]
 
 
 async def _verified(
-    store: ObjectStore, formats: Sequence[str], claim: ItemOutcome, inline_timestamps: str | None
+    store: ObjectStore, formats: Sequence[str], claim: ItemOutcome, inline: InlineRendering | None
 ) -> ItemOutcome:
     item_id = claim.id
-    if inline_timestamps is not None:
+    if inline is not None:
         result, wanted = claim.result or {}, tuple(formats)
         try:
-            await asyncio.to_thread(write_inline_result, store, item_id, result, wanted, inline_timestamps)
+            await asyncio.to_thread(
+                write_inline_result,
+                store,
+                item_id,
+                result,
+                wanted,
+                inline.timestamps,
+                inline.subtitles,
+                inline.task,
+            )
         except (StorageError, ValueError) as error:
             return ItemOutcome(
                 id=item_id, ok=False, error_code=ErrorCode.storage_failed.value, error_message=str(error)
