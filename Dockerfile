@@ -84,6 +84,7 @@ ENV PYTHONUNBUFFERED=1 \
     TRANSFORMERS_OFFLINE=1 \
     HF_HUB_DISABLE_TELEMETRY=1 \
     STENOPOD_MODELS_DIR=/models \
+    PYTHONPATH=/opt/stenopod \
     HOME=/home/stenopod
 # RunPod runs the image's USER; uid 1000 owns nothing but its home (caches NeMo and numba write).
 RUN useradd --uid 1000 --user-group --create-home --home-dir /home/stenopod --shell /usr/sbin/nologin stenopod
@@ -92,14 +93,15 @@ COPY --from=build /opt/python /opt/python
 COPY --from=build /opt/venv /opt/venv
 COPY --from=models /models /models
 
-# The project last: the worker (handler) and the client SDK it shares the job schema with.
+# The project last: the client SDK (its wheel: the job schema and storage the worker shares), then
+# the worker itself, which is not packaged: /opt/stenopod/handler, on PYTHONPATH (set above).
 WORKDIR /opt/stenopod
 COPY pyproject.toml README.md ./
 COPY client/ client/
-COPY handler/ handler/
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install --no-deps --no-build-isolation . \
     && rm -rf build ./*.egg-info client/*.egg-info
+COPY handler/ handler/
 
 WORKDIR /home/stenopod
 USER 1000:1000

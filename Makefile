@@ -19,6 +19,9 @@ $(STAMP): $(SETUP_INPUTS)
 	$(PIP) install -q --disable-pip-version-check torch==2.13.0
 	$(PIP) install -q --disable-pip-version-check -r requirements-dev.txt -c builder/constraints.txt
 	$(PIP) install -q --disable-pip-version-check --no-deps -e .
+	# The worker (handler/) is not in the SDK's wheel: this checkout's root goes on the venv's path,
+	# so local workers (`python -m handler`) start from any folder, as in the image (PYTHONPATH).
+	$(PY) -c "import pathlib, site; pathlib.Path(site.getsitepackages()[0], 'stenopod-worker.pth').write_text('$(CURDIR)\n')"
 	touch $(STAMP)
 
 lint: setup

@@ -8,7 +8,7 @@ that such a host lacks travel as wheels beside the working tree, and one script 
     # copy the repository with .whl/ and bench/work/gpu/ to the GPU host, then there:
     bash bench/gpu_device.sh                   # results in $OUT: device.log, parakeet_size.json
 
-KIT lists the packages the Parakeet path (tests/support/tiny_nemo building the model,
+KIT lists the packages the Parakeet path (bench/tiny_nemo building the model,
 handler/engines/parakeet.NemoEngine running it) imports beyond a PyTorch image's own: found by
 running that path in a virtual environment holding only such an image's packages plus these.
 Versions are the ones the tests run with (builder/constraints.txt). lightning travels although

@@ -1,7 +1,7 @@
 """`python -m bench.parakeet_size`: the Parakeet path's speed and GPU memory at Parakeet v3's size.
 
 Builds a randomly initialised FastConformer-TDT with Parakeet TDT 0.6B v3's configuration
-(tests/support/tiny_nemo.PARAKEET_V3: 24 layers, d_model 1024, 8,192 pieces, ~0.6 B parameters)
+(bench/tiny_nemo.PARAKEET_V3: 24 layers, d_model 1024, 8,192 pieces, ~0.6 B parameters)
 and runs real speech from the benchmark corpus through the worker's own NemoEngine (on a GPU bf16
 weights under bf16 autocast, greedy_batch TDT decoding, batches sorted by duration) at each batch
 size asked for (issue 5: 1/16/64/128). Random weights cost the encoder what trained ones cost; the greedy decoder
@@ -192,9 +192,9 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
+    from bench.tiny_nemo import PARAKEET_V3, TINY, build_tdt_nemo
     from handler.engines.gpu_memory import NEMO_BYTES_PER_AUDIO_S
     from handler.engines.parakeet import NemoEngine
-    from tests.support.tiny_nemo import PARAKEET_V3, TINY, build_tdt_nemo
 
     size = PARAKEET_V3 if args.size == "parakeet-v3" else TINY
     path = args.work / f"random-tdt-{args.size}.nemo"

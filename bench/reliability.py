@@ -33,8 +33,9 @@ import httpx
 import numpy as np
 import psutil
 
+from bench.figures import FIGURES_ENV, read
+
 ROOT = Path(__file__).resolve().parents[1]
-FIGURES_ENV = "STENOPOD_RELIABILITY_FIGURES"
 INSTANT_MODEL = "instant-test-double"
 
 
@@ -304,8 +305,6 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     sys.path.insert(0, str(ROOT))
     if not args.load_only:
-        from tests.reliability.figures import read
-
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "figures.jsonl"
             status = run_reliability_tests(path)

@@ -19,6 +19,7 @@ import httpx
 from stenopod.s3_guard import ForbiddenEndpoint
 from stenopod.schema import ErrorCode
 from stenopod.storage import S3Credentials, S3Store, StorageError, parse_s3_uri
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from .errors import StageError
 from .netguard import ForbiddenAddress, check_url, guarded_client, redact_url
@@ -86,23 +87,36 @@ def _fetch_http(url: str, dest: Path, limits: AudioLimits) -> None:
 def _get_with_retries(client: httpx.Client, url: str, dest: Path, limits: AudioLimits) -> str | None:
     """Download url to dest; returns a redirect's Location instead when the server redirects."""
     shown = redact_url(url)
-    for attempt in range(limits.retries + 1):
-        try:
-            return _get_once(client, url, dest, limits)
-        except ForbiddenAddress as error:
-            raise StageError(ErrorCode.url_forbidden, f"audio: {shown}: {error}") from None
-        except _Retryable as error:
-            reason = str(error)
-        except httpx.TimeoutException:
-            reason = "timed out"
-        except httpx.TransportError as error:
-            reason = f"connection failed ({type(error).__name__})"
-        if attempt < limits.retries:
-            log.info("fetch %s failed (%s); retry %d of %d", shown, reason, attempt + 1, limits.retries)
-            time.sleep(limits.backoff_s * 2**attempt)
-    raise StageError(
-        ErrorCode.fetch_failed, f"audio: GET {shown} failed after {limits.retries + 1} attempts: {reason}"
+
+    def before_retry(state: RetryCallState) -> None:
+        reason = state.outcome.exception() if state.outcome is not None else None
+        log.info("fetch %s failed (%s); retry %d of %d", shown, reason, state.attempt_number, limits.retries)
+
+    retrying = Retrying(
+        stop=stop_after_attempt(limits.retries + 1),
+        wait=wait_exponential(multiplier=limits.backoff_s),  # backoff_s, then twice as long each time
+        retry=retry_if_exception_type(_Retryable),
+        before_sleep=before_retry,
+        reraise=True,
     )
+    try:
+        return retrying(_get_or_retryable, client, url, dest, limits)
+    except _Retryable as error:
+        raise StageError(
+            ErrorCode.fetch_failed, f"audio: GET {shown} failed after {limits.retries + 1} attempts: {error}"
+        ) from None
+
+
+def _get_or_retryable(client: httpx.Client, url: str, dest: Path, limits: AudioLimits) -> str | None:
+    """One attempt; a failure worth another is raised as _Retryable, with its reason."""
+    try:
+        return _get_once(client, url, dest, limits)
+    except ForbiddenAddress as error:
+        raise StageError(ErrorCode.url_forbidden, f"audio: {redact_url(url)}: {error}") from None
+    except httpx.TimeoutException:
+        raise _Retryable("timed out") from None
+    except httpx.TransportError as error:
+        raise _Retryable(f"connection failed ({type(error).__name__})") from None
 
 
 def _get_once(client: httpx.Client, url: str, dest: Path, limits: AudioLimits) -> str | None:

@@ -3,18 +3,48 @@
 from __future__ import annotations
 
 import logging
-import time
+from dataclasses import dataclass
 
 import httpx
 from stenopod.addresses import url_problem
 from stenopod.schema import Callback, ItemResult
 from stenopod.signing import signature_headers
+from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_exponential
 
 from .netguard import ForbiddenAddress, allow_private_urls, guarded_client, redact_url
 
 log = logging.getLogger("stenopod.handler.callback")
 
 JOB_ID_HEADER = "X-Stenopod-Job-Id"
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """One attempt's result: reason None when delivered; retry when another attempt may help."""
+
+    reason: str | None
+    retry: bool = False
+    refused: bool = False  # the guard refused the address: nothing was sent
+
+
+def _post_once(client: httpx.Client, callback: Callback, body: bytes, job_id: str | None) -> _Sent:
+    # A fresh timestamp per attempt, so a late retry is still inside the receiver's window.
+    headers = signature_headers(callback.secret.get_secret_value(), body)
+    headers["Content-Type"] = "application/json"
+    if job_id:
+        headers[JOB_ID_HEADER] = job_id
+    try:
+        response = client.post(callback.url, content=body, headers=headers)
+    except ForbiddenAddress as error:
+        return _Sent(str(error), refused=True)
+    except httpx.HTTPError as error:
+        return _Sent(f"connection failed ({type(error).__name__})", retry=True)
+    if response.is_success:
+        return _Sent(None)
+    # A 4xx other than 429: the receiver refused it; sending it again will not help.
+    return _Sent(
+        f"HTTP {response.status_code}", retry=response.status_code >= 500 or response.status_code == 429
+    )
 
 
 def post_item(
@@ -36,28 +66,20 @@ def post_item(
     problem = url_problem(callback.url)  # the schema refuses these; a caller that skipped it is told why
     if problem is not None:
         return f"callback {shown} refused: input.callback.url {problem}"
-    reason = "not attempted"
+    retrying = Retrying(
+        stop=stop_after_attempt(attempts),
+        wait=wait_exponential(multiplier=backoff_s),  # backoff, 2 x backoff, 4 x backoff...
+        retry=retry_if_result(lambda sent: sent.retry),
+        retry_error_callback=lambda state: (
+            state.outcome.result() if state.outcome else _Sent("not attempted")
+        ),
+    )
     with guarded_client(httpx.Timeout(15.0), allow_private_urls()) as client:
-        for attempt in range(attempts):
-            # A fresh timestamp per attempt, so a late retry is still inside the receiver's window.
-            headers = signature_headers(callback.secret.get_secret_value(), body)
-            headers["Content-Type"] = "application/json"
-            if job_id:
-                headers[JOB_ID_HEADER] = job_id
-            try:
-                response = client.post(callback.url, content=body, headers=headers)
-            except ForbiddenAddress as error:
-                return f"callback {shown} refused: {error}"
-            except httpx.HTTPError as error:
-                reason = f"connection failed ({type(error).__name__})"
-            else:
-                if response.is_success:
-                    return None
-                reason = f"HTTP {response.status_code}"
-                if response.status_code < 500 and response.status_code != 429:
-                    break  # the receiver refused it; sending it again will not help
-            if attempt + 1 < attempts:
-                time.sleep(backoff_s * 2**attempt)
-    message = f"callback {shown} failed: {reason}"
+        sent: _Sent = retrying(_post_once, client, callback, body, job_id)
+    if sent.reason is None:
+        return None
+    if sent.refused:
+        return f"callback {shown} refused: {sent.reason}"
+    message = f"callback {shown} failed: {sent.reason}"
     log.warning("item %s: %s", item.id, message)
     return message

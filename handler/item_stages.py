@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from stenopod.formats import CONTENT_TYPES, TranscriptDocument, render
 from stenopod.schema import ErrorCode, ItemError, Timestamps
 from stenopod.storage import StorageError
 
@@ -22,7 +23,6 @@ from .callback import post_item
 from .chunking import chunk_bound
 from .decode_pool import shared_pool
 from .errors import StageError
-from .formats import CONTENT_TYPES, TranscriptDocument, render
 from .job_state import ItemState, JobContext
 
 log = logging.getLogger("stenopod.handler.job")

@@ -6,13 +6,13 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+from stenopod.formats import TranscriptDocument
 from stenopod.schema import ErrorCode, ItemError, ItemResult, JobInput, JobItem, Timestamps
 from stenopod.storage import ObjectStore, S3Credentials
 
 from .chunking import Chunk
 from .engines.base import SAMPLE_RATE, BatchLimits, Engine, Transcript
 from .engines.registry import Diarizer
-from .formats import TranscriptDocument
 from .progress import Progress
 from .settings import JobSettings, decode_processes_for
 
@@ -75,7 +75,7 @@ class JobContext:
     def engine_word_timestamps(self) -> bool:
         """Word times from the engine: when the answer shows them, and when speakers are assigned
         word by word (handler.speaker_assign); the answer then leaves them out unless asked."""
-        # Subtitle cues are cut from word times too (handler.subtitles).
+        # Subtitle cues are cut from word times too (stenopod.subtitles).
         return self.word_timestamps or self.diarizer is not None or self.input.subtitles is not None
 
     def decode_processes(self) -> int:

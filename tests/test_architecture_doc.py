@@ -16,9 +16,12 @@ def test_every_module_the_architecture_names_exists() -> None:
     assert not missing, f"docs/architecture.md names modules that do not exist: {missing}"
 
 
-def test_every_worker_module_is_described() -> None:
+def test_every_worker_and_client_module_is_described() -> None:
     modules = [
-        p.relative_to(REPO).as_posix() for p in (REPO / "handler").rglob("*.py") if p.name != "__init__.py"
+        p.relative_to(REPO).as_posix()
+        for root in ("handler", "client/stenopod")
+        for p in (REPO / root).rglob("*.py")
+        if p.name != "__init__.py"
     ]
     undescribed = sorted(module for module in modules if f"`{module}`" not in DOC)
     assert not undescribed, f"add these to docs/architecture.md: {undescribed}"

@@ -8,11 +8,12 @@ naming the field, instead of letting it fail deep inside a fetch.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from urllib.parse import unquote
 
-ALLOW_PRIVATE_ENV = "STENOPOD_ALLOW_PRIVATE_URLS"
+from stenopod.settings import ALLOW_PRIVATE_ENV, client_settings
+
+__all__ = ["ALLOW_PRIVATE_ENV", "allow_private_urls", "is_forbidden_address", "url_problem"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -23,7 +24,7 @@ _HOST_NAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?", re.IGNORECASE)
 
 def allow_private_urls() -> bool:
     """STENOPOD_ALLOW_PRIVATE_URLS=1: jobs may name loopback and private addresses (local use only)."""
-    return os.environ.get(ALLOW_PRIVATE_ENV, "") == "1"
+    return client_settings().allow_private_urls
 
 
 def is_forbidden_address(address: IPAddress) -> bool:

@@ -28,16 +28,15 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from stenopod.backlog.runner import (
+from stenopod.backlog.errors import BacklogError, UsageError
+from stenopod.backlog.loop import BacklogRunner
+from stenopod.backlog.options import (
     DEFAULT_FORMATS,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_IN_FLIGHT,
-    BacklogError,
     BacklogOptions,
-    BacklogReport,
-    BacklogRunner,
-    UsageError,
 )
+from stenopod.backlog.report import BacklogReport
 from stenopod.storage import DEFAULT_PRESIGN_SECONDS, S3Credentials
 
 if TYPE_CHECKING:
@@ -102,29 +101,14 @@ async def transcribe_backlog(
         ./stenopod-state.sqlite. The same state file resumes an interrupted backlog.
     Raises UsageError for unusable arguments and BacklogError when the run cannot go on.
     """
-    options = BacklogOptions(
-        sources=[sources] if isinstance(sources, str) else list(sources),
-        output=output,
-        endpoint=endpoint,
-        model=model,
-        formats=split_formats(formats),
-        timestamps=timestamps,
-        language=language,
-        task=task,
-        prompt=prompt,
-        hotwords=tuple(hotwords),
-        subtitles=({} if subtitles is True else dict(subtitles)) if subtitles else None,
-        diarize=diarize,
-        max_speakers=max_speakers,
-        max_in_flight=max_in_flight,
-        job_seconds=job_seconds,
-        max_attempts=max_attempts,
-        webhook_listen=webhook_listen,
-        webhook_url=webhook_url,
-        presign_expiry_s=presign_expiry_s,
-        gpu=gpu,
-        price_per_s=price_per_s,
-        price_table=price_table,
+    # The keywords above are the options' own names: BacklogOptions takes what it knows of them.
+    options = BacklogOptions.from_values(
+        {
+            **locals(),
+            "formats": split_formats(formats),
+            "hotwords": tuple(hotwords),
+            "subtitles": ({} if subtitles is True else dict(subtitles)) if subtitles else None,
+        }
     )
     return await run_backlog(
         options, state=state, api_key=api_key, s3_credentials=s3_credentials, show_progress=show_progress

@@ -20,7 +20,7 @@ from stenopod.cli_transcription import add_transcription_arguments, transcriptio
 
 if TYPE_CHECKING:
     from stenopod.backlog.ledger import Ledger
-    from stenopod.backlog.runner import BacklogOptions
+    from stenopod.backlog.options import BacklogOptions
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -86,7 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--webhook-url", help="public base URL of the webhook listener, when behind NAT or a proxy"
     )
     run.add_argument(
-        "--presign-expiry", type=positive_int, default=24 * 3600, help="seconds presigned input URLs live"
+        "--presign-expiry",
+        dest="presign_expiry_s",
+        type=positive_int,
+        default=24 * 3600,
+        help="seconds presigned input URLs live",
     )
     run.add_argument(
         "--gpu", help="GPU the endpoint runs on, for the cost estimate (e.g. ADA_24, A100, H100)"
@@ -151,33 +155,18 @@ def _err(message: str) -> None:
 
 
 def _transcribe(args: argparse.Namespace) -> int:
-    from stenopod.backlog.runner import BacklogOptions
+    from stenopod.backlog.options import BacklogOptions
 
-    options = BacklogOptions(
-        sources=list(args.sources),
-        output=args.output,
-        endpoint=args.endpoint,
-        model=args.model,
-        formats=tuple(args.formats),
-        timestamps=args.timestamps,
-        max_in_flight=args.max_in_flight,
-        job_seconds=args.job_seconds,
-        max_attempts=args.max_attempts,
-        webhook_listen=args.webhook_listen,
-        webhook_url=args.webhook_url,
-        presign_expiry_s=args.presign_expiry,
-        gpu=args.gpu,
-        price_per_s=args.price_per_s,
-        price_table=args.price_table,
-        **transcription_options(args),
-    )
+    # The subcommand's option names are BacklogOptions' own (see build_parser's dest names).
+    options = BacklogOptions.from_values({**vars(args), **transcription_options(args)})
     return _run(options, state=args.state, api_key=args.api_key, progress=not args.no_progress)
 
 
 def _run(options: BacklogOptions, *, state: str | None, api_key: str | None, progress: bool) -> int:
     from stenopod.api import run_backlog
+    from stenopod.backlog.errors import BacklogError, EndpointRefused, UsageError
     from stenopod.backlog.ledger import LedgerError
-    from stenopod.backlog.runner import BacklogError, EndpointRefused, UsageError, default_state_path
+    from stenopod.backlog.preflight import default_state_path
     from stenopod.endpoint import EndpointError
     from stenopod.storage import StorageError
 
@@ -258,7 +247,7 @@ def _open_ledger(path: str) -> Ledger:
 
 def _retry(args: argparse.Namespace) -> int:
     from stenopod.backlog.ledger import LedgerError
-    from stenopod.backlog.runner import BacklogOptions
+    from stenopod.backlog.options import BacklogOptions
 
     try:
         with _open_ledger(args.state) as ledger:
@@ -276,13 +265,14 @@ def _retry(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from stenopod.backlog.ledger import FAILED, LedgerError
+    from stenopod.backlog.ledger import LedgerError
+    from stenopod.backlog.states import ItemState
 
     try:
         with _open_ledger(args.state) as ledger:
             counts = ledger.counts()
             options = ledger.get_meta("options") or {}
-            failed = ledger.items(FAILED)
+            failed = ledger.items(ItemState.FAILED)
             open_jobs = ledger.open_submissions()
     except LedgerError as error:
         _err(str(error))

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
-import os
 import random
 import re
 import time
@@ -28,8 +27,10 @@ from typing import Any
 from urllib.parse import quote, urlparse
 
 import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from stenopod.ratelimit import RateLimiter
+from stenopod.settings import client_settings
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ def resolve_base_url(endpoint: str) -> str:
                 f"endpoint: {endpoint!r} is neither a RunPod endpoint id (letters, digits, '-', '_') "
                 "nor an http(s):// URL"
             )
-        base = os.environ.get("RUNPOD_ENDPOINT_BASE_URL") or RUNPOD_API_BASE
+        base = client_settings().runpod_endpoint_base_url or RUNPOD_API_BASE
         return f"{base.rstrip('/')}/{endpoint}"
     parsed = urlparse(endpoint)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
@@ -183,7 +184,7 @@ class EndpointClient:
         if max_retries < 0:
             raise ValueError(f"max_retries must not be negative, got {max_retries}")
         self._base_url = resolve_base_url(endpoint)
-        self._api_key = api_key if api_key is not None else (os.environ.get("RUNPOD_API_KEY") or None)
+        self._api_key = api_key if api_key is not None else client_settings().runpod_api_key
         self.max_in_flight = max_in_flight
         self.max_retries = max_retries
         self.backoff_base_s = backoff_base_s
@@ -281,31 +282,39 @@ class EndpointClient:
     ) -> dict[str, Any]:
         url = f"{self._base_url}/{operation}"
         is_run = operation == "run"
-        attempt = 0
-        while True:
-            try:
-                async with self._in_flight:
-                    # Count against the rate limit only when about to send, so sends never bunch up
-                    # behind the semaphore and exceed the limit on the server's side.
-                    await limiter.acquire()
-                    return await self._attempt(method, url, json)
-            except _Retryable as failure:
-                if attempt >= self.max_retries:
-                    raise EndpointError(
-                        self._scrub(
-                            f"{method} {url}: {failure.reason} (gave up after {attempt + 1} attempts)"
-                        ),
-                        failure.status_code,
-                    ) from None
-                if is_run and failure.sent and failure.status_code not in (429, 503):
-                    # The job may exist already; the submission token makes the duplicate harmless.
-                    self.stats["ambiguous_run_retries"] += 1
-                delay = self._backoff_delay(attempt, failure.retry_after)
-                log.info("%s %s: %s; retrying in %.2f s", method, url, failure.reason, delay)
-                self.stats["retries"] += 1
-                attempt += 1
-                # Sleep outside the semaphore so a backing-off request does not hold a slot.
-                await asyncio.sleep(delay)
+
+        def before_retry(state: RetryCallState) -> None:
+            failure = _failure(state)
+            if is_run and failure.sent and failure.status_code not in (429, 503):
+                # The job may exist already; the submission token makes the duplicate harmless.
+                self.stats["ambiguous_run_retries"] += 1
+            log.info("%s %s: %s; retrying in %.2f s", method, url, failure.reason, state.upcoming_sleep)
+            self.stats["retries"] += 1
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.max_retries + 1),
+            wait=lambda state: self._backoff_delay(state.attempt_number - 1, _failure(state).retry_after),
+            retry=retry_if_exception_type(_Retryable),
+            before_sleep=before_retry,
+            reraise=True,
+        )
+        try:
+            # The sleep between attempts is outside the semaphore: a backing-off request holds no slot.
+            async for attempt in retrying:
+                with attempt:
+                    async with self._in_flight:
+                        # Count against the rate limit only when about to send, so sends never bunch
+                        # up behind the semaphore and exceed the limit on the server's side.
+                        await limiter.acquire()
+                        return await self._attempt(method, url, json)
+        except _Retryable as failure:
+            raise EndpointError(
+                self._scrub(
+                    f"{method} {url}: {failure.reason} (gave up after {self.max_retries + 1} attempts)"
+                ),
+                failure.status_code,
+            ) from None
+        raise AssertionError("tenacity ended without an answer or an error")
 
     async def _attempt(self, method: str, url: str, json: Any) -> dict[str, Any]:
         self.stats["requests"] += 1
@@ -356,6 +365,12 @@ class EndpointClient:
     def _scrub(self, text: str) -> str:
         # Servers sometimes echo request details; the key must never reach a message or a log.
         return text.replace(self._api_key, "***") if self._api_key else text
+
+
+def _failure(state: RetryCallState) -> _Retryable:
+    error = state.outcome.exception() if state.outcome is not None else None
+    assert isinstance(error, _Retryable)
+    return error
 
 
 def _job_path(job_id: str) -> str:

@@ -8,8 +8,9 @@ pool id, with the usual card names as aliases. Prices change: --price-per-s, --g
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from stenopod.settings import client_settings
 
 DEFAULT_GPU = "ADA_24"
 
@@ -58,7 +59,7 @@ def _normalise(name: str) -> str:
 def load_price_table(path: Path | str | None = None) -> dict[str, float]:
     """The built-in table, overlaid with a JSON file's entries (path, else STENOPOD_PRICE_TABLE)."""
     table = dict(PRICES_PER_S)
-    source = path or os.environ.get("STENOPOD_PRICE_TABLE")
+    source = path or client_settings().price_table
     if not source:
         return table
     try:

@@ -6,7 +6,6 @@ presigns URLs through it, so both sides agree on keys and URIs.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -21,23 +20,6 @@ DEFAULT_PRESIGN_SECONDS = 24 * 3600
 # Keys stenopod itself keeps beside the transcripts (under the output root).
 SUBMISSIONS_PREFIX = "_stenopod/submissions/"
 INPUTS_PREFIX = "_stenopod/inputs/"
-
-
-def submission_key(token: str) -> str:
-    """Where the worker records which job holds a client's submission token (see handler/submission.py)."""
-    return f"{SUBMISSIONS_PREFIX}{token}.json"
-
-
-def read_submission(store: ObjectStore, token: str) -> dict[str, Any] | None:
-    """The worker's record of a submission token ({"job_id", "state", ...}), or None when there is none."""
-    key = submission_key(token)
-    try:
-        if not store.exists(key):
-            return None
-        record = json.loads(store.get_bytes(key))
-    except (StorageError, ValueError):
-        return None
-    return record if isinstance(record, dict) and record.get("job_id") else None
 
 
 class StorageError(Exception):
@@ -62,11 +44,14 @@ class S3Credentials:
     @classmethod
     def from_env(cls) -> S3Credentials:
         """Standard AWS variables, plus S3_ENDPOINT_URL / AWS_ENDPOINT_URL for R2, MinIO and friends."""
+        from stenopod.settings import client_settings
+
+        settings = client_settings()
         return cls(
-            access_key_id=os.environ.get("AWS_ACCESS_KEY_ID"),
-            secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
-            endpoint_url=os.environ.get("S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL") or None,
-            region=os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or None,
+            access_key_id=settings.aws_access_key_id,
+            secret_access_key=settings.aws_secret_access_key,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.aws_region,
         )
 
     @classmethod
@@ -383,15 +368,6 @@ def open_store(
     location: str, credentials: S3Credentials | None = None, allow_local: bool = True
 ) -> ObjectStore:
     """An ObjectStore rooted at an s3://bucket/prefix/ URI, a file:// URI or a folder path."""
-    if location.startswith("s3://"):
-        bucket, prefix = parse_s3_uri(location)
-        if prefix and not prefix.endswith("/"):
-            prefix += "/"
-        return S3Store(bucket, prefix, credentials)
-    if not allow_local:
-        raise StorageError("output must be an s3://bucket/prefix/ URI here")
-    if location.startswith("file://"):
-        return LocalStore(unquote(urlparse(location).path))
-    if "://" in location:
-        raise StorageError(f"unsupported output location {location!r}: use s3://, file:// or a folder path")
-    return LocalStore(Path(location).expanduser())
+    from stenopod.output_location import OutputLocation  # it builds on this module's stores
+
+    return OutputLocation.parse(location, allow_local=allow_local).open_store(credentials)

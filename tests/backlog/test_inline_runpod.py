@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 from stenopod.backlog.inline_payload import RUN_PAYLOAD_BYTES
 from stenopod.backlog.ledger import Ledger
-from stenopod.backlog.runner import BacklogOptions, BacklogRunner
+from stenopod.backlog.loop import BacklogRunner
+from stenopod.backlog.options import BacklogOptions
 from stenopod.backlog.sources import expand_sources
 from stenopod.cli import main
 

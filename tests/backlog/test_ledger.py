@@ -5,18 +5,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from stenopod.backlog.errors import UsageError
 from stenopod.backlog.ledger import (
-    ATTEMPT_FAILED,
-    CREATED,
-    DONE,
-    FAILED,
-    FINISHED,
-    PENDING,
     ItemOutcome,
     Ledger,
     LedgerError,
 )
-from stenopod.backlog.runner import UsageError, hold_lock
+from stenopod.backlog.preflight import hold_lock
+from stenopod.backlog.states import ItemState, SubmissionState
 
 
 @dataclass
@@ -55,7 +51,12 @@ def test_state_survives_reopening_and_uses_wal(tmp_path):
     with Ledger(path) as ledger:
         assert ledger.counts().submitted == 2
         (sub,) = ledger.open_submissions()
-        assert (sub.token, sub.job_id, sub.state, sub.item_ids) == ("tok1", None, CREATED, ["a", "b"])
+        assert (sub.token, sub.job_id, sub.state, sub.item_ids) == (
+            "tok1",
+            None,
+            SubmissionState.CREATED,
+            ["a", "b"],
+        )
         ledger.set_job_id("tok1", "job-1")
         assert ledger.item("a").job_id == "job-1"
         assert ledger.get_meta("options") == {"output": "out"}
@@ -70,7 +71,7 @@ def test_finishing_settles_done_retry_and_permanent_failures(tmp_path):
         ledger.set_job_id("t", "job")
         ledger.finish_submission(
             "t",
-            FINISHED,
+            SubmissionState.FINISHED,
             [
                 ItemOutcome(
                     "ok",
@@ -88,21 +89,21 @@ def test_finishing_settles_done_retry_and_permanent_failures(tmp_path):
         )
         ok, flaky, broken, silent = (ledger.item(i) for i in ("ok", "flaky", "broken", "silent"))
         assert (ok.state, ok.outputs, ok.language, ok.result_duration_s) == (
-            DONE,
+            ItemState.DONE,
             {"txt": "file:///out/ok.txt"},
             "en",
             3.5,
         )
         assert (flaky.state, flaky.attempts, flaky.error_code, flaky.token) == (
-            PENDING,
+            ItemState.PENDING,
             1,
             "fetch_failed",
             None,
         )
-        assert (broken.state, broken.error_code) == (FAILED, "not_audio")
+        assert (broken.state, broken.error_code) == (ItemState.FAILED, "not_audio")
         # Not mentioned in the answer: another attempt.
-        assert silent.state == PENDING
-        assert ledger.submission("t").state == FINISHED
+        assert silent.state == ItemState.PENDING
+        assert ledger.submission("t").state == SubmissionState.FINISHED
         assert ledger.execution_ms_total() == 1200
         assert ledger.open_submissions() == []
 
@@ -114,15 +115,15 @@ def test_attempts_run_out_then_retry_resets_them(tmp_path):
             ledger.create_submission(f"t{attempt}", ["x"])
             ledger.finish_submission(
                 f"t{attempt}",
-                ATTEMPT_FAILED,
+                SubmissionState.ATTEMPT_FAILED,
                 [ItemOutcome("x", False, error_code="fetch_failed", error_message="timeout")],
                 max_attempts=2,
             )
         item = ledger.item("x")
-        assert (item.state, item.attempts, item.error_code) == (FAILED, 2, "fetch_failed")
+        assert (item.state, item.attempts, item.error_code) == (ItemState.FAILED, 2, "fetch_failed")
         assert ledger.reset_failed() == 1
         item = ledger.item("x")
-        assert (item.state, item.attempts, item.error_code) == (PENDING, 0, None)
+        assert (item.state, item.attempts, item.error_code) == (ItemState.PENDING, 0, None)
 
 
 def test_a_lost_job_does_not_use_up_attempts(tmp_path):
@@ -131,7 +132,7 @@ def test_a_lost_job_does_not_use_up_attempts(tmp_path):
         ledger.create_submission("t", ["x"])
         ledger.finish_submission("t", "lost", [], max_attempts=1, count_attempt=False)
         item = ledger.item("x")
-        assert (item.state, item.attempts) == (PENDING, 0)
+        assert (item.state, item.attempts) == (ItemState.PENDING, 0)
 
 
 def test_a_done_item_is_never_reopened_by_a_late_submission(tmp_path):
@@ -139,15 +140,18 @@ def test_a_done_item_is_never_reopened_by_a_late_submission(tmp_path):
         ledger.add_items(_items("x"))
         ledger.create_submission("old", ["x"])
         ledger.finish_submission(
-            "old", FINISHED, [ItemOutcome("x", True, outputs={"txt": "u"})], max_attempts=3
+            "old", SubmissionState.FINISHED, [ItemOutcome("x", True, outputs={"txt": "u"})], max_attempts=3
         )
         # A stale submission naming the item (it moved on) must leave it done.
         ledger.create_submission("stale", [])
         ledger._db.execute("UPDATE submissions SET item_ids='[\"x\"]' WHERE token='stale'")
         ledger.finish_submission(
-            "stale", ATTEMPT_FAILED, [ItemOutcome("x", False, error_code="internal_error")], max_attempts=3
+            "stale",
+            SubmissionState.ATTEMPT_FAILED,
+            [ItemOutcome("x", False, error_code="internal_error")],
+            max_attempts=3,
         )
-        assert ledger.item("x").state == DONE
+        assert ledger.item("x").state == ItemState.DONE
 
 
 def test_a_file_that_is_not_sqlite_is_a_clear_error(tmp_path):
@@ -179,6 +183,6 @@ def test_audio_seconds_done_and_estimated_left(tmp_path):
         )
         ledger.create_submission("t", ["finished"])
         ledger.finish_submission(
-            "t", FINISHED, [ItemOutcome("finished", True, duration_s=12.5)], max_attempts=3
+            "t", SubmissionState.FINISHED, [ItemOutcome("finished", True, duration_s=12.5)], max_attempts=3
         )
         assert ledger.audio_seconds(16_000, 300.0) == (12.5, 60.0 + 2.0 + 300.0)

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 from stenopod.backlog.ledger import Ledger
-from stenopod.backlog.runner import BacklogOptions, BacklogRunner
+from stenopod.backlog.loop import BacklogRunner
+from stenopod.backlog.options import BacklogOptions
 from stenopod.backlog.sources import expand_sources
 from stenopod.cli import main
 from stenopod.endpoint import EndpointClient

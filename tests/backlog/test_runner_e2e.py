@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 from stenopod import api
-from stenopod.backlog.ledger import DONE, FAILED, Ledger
-from stenopod.backlog.runner import BacklogOptions, BacklogRunner
+from stenopod.backlog.ledger import Ledger
+from stenopod.backlog.loop import BacklogRunner
+from stenopod.backlog.options import BacklogOptions
 from stenopod.backlog.sources import expand_sources
+from stenopod.backlog.states import ItemState
 from stenopod.endpoint import EndpointClient
 from stenopod.storage import S3Credentials
 
@@ -164,10 +166,10 @@ def test_failed_items_are_retried_then_reported_with_their_code(endpoint, speech
     with Ledger(state) as ledger:
         by_source = {item.source.rsplit("/", 1)[-1]: item for item in ledger.items()}
     missing, page = by_source["missing.mp3"], by_source["page.mp3"]
-    assert (missing.state, missing.error_code, missing.attempts) == (FAILED, "fetch_failed", 2)
+    assert (missing.state, missing.error_code, missing.attempts) == (ItemState.FAILED, "fetch_failed", 2)
     # Retrying cannot turn an HTML page into audio: one attempt only.
-    assert (page.state, page.error_code, page.attempts) == (FAILED, "not_audio", 1)
-    assert by_source["hotwords.mp3"].state == DONE
+    assert (page.state, page.error_code, page.attempts) == (ItemState.FAILED, "not_audio", 1)
+    assert by_source["hotwords.mp3"].state == ItemState.DONE
     lines = {line["source"].rsplit("/", 1)[-1]: line for line in _manifest(tmp_path / "out")}
     assert lines["page.mp3"]["status"] == "error" and lines["page.mp3"]["error"]["code"] == "not_audio"
     assert lines["hotwords.mp3"]["status"] == "ok"

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import stenopod.backlog.runner as runner_module
-from stenopod.backlog.ledger import PENDING, Ledger
-from stenopod.backlog.runner import BacklogOptions, BacklogRunner
+import stenopod.backlog.loop as loop_module
+from stenopod.backlog.ledger import Ledger
+from stenopod.backlog.loop import BacklogRunner
+from stenopod.backlog.options import BacklogOptions
 from stenopod.backlog.sources import expand_sources
+from stenopod.backlog.states import ItemState
 from stenopod.endpoint import EndpointClient
 from stenopod.storage import LocalStore
 
@@ -105,7 +107,10 @@ def test_a_job_cancelled_during_the_run_is_not_resubmitted_by_it(tmp_path: Path)
         assert len(double.requests_for("run")) == 1
     assert (report.done, report.failed, report.pending) == (0, 0, 2)
     with Ledger(state) as ledger:
-        assert [(item.state, item.attempts) for item in ledger.items()] == [(PENDING, 0), (PENDING, 0)]
+        assert [(item.state, item.attempts) for item in ledger.items()] == [
+            (ItemState.PENDING, 0),
+            (ItemState.PENDING, 0),
+        ]
 
     # The next run picks them up again.
     with RunPodEndpointTestDouble(output_for=_worker) as double:
@@ -139,7 +144,7 @@ def test_a_run_whose_answers_were_lost_is_asked_again_under_the_same_token(
 ) -> None:
     # The real client, with its backoff shortened so its 9 tries take milliseconds.
     quick = functools.partial(EndpointClient, backoff_base_s=0.001, backoff_max_s=0.002)
-    monkeypatch.setattr(runner_module, "EndpointClient", quick)
+    monkeypatch.setattr(loop_module, "EndpointClient", quick)
     source = _recordings(tmp_path / "src", 2)
     with RunPodEndpointTestDouble(output_for=_worker) as double:
         # Every try of the first /run creates its job, then the answer is lost.

@@ -6,7 +6,8 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from stenopod.storage import LocalStore, S3Credentials, S3Store, submission_key
+from stenopod.storage import LocalStore, S3Credentials, S3Store
+from stenopod.submission_record import submission_key
 
 from handler.submission import claim_submission, read_submission, record_submission_result
 
@@ -25,7 +26,7 @@ def test_first_claim_wins_and_a_second_job_learns_the_first(store):
     assert claim_submission(store, "tok", "job-2") == "job-1"
     # The same job claiming again (RunPod retried it, a worker died and it was requeued) goes on.
     assert claim_submission(store, "tok", "job-1") is None
-    assert read_submission(store, "tok")["state"] == "started"
+    assert read_submission(store, "tok").state == "started"
 
 
 def test_result_replaces_the_claim_without_text_or_segments(store):
@@ -65,7 +66,7 @@ def test_racing_claims_have_exactly_one_winner(store):
         answers = list(pool.map(claim, range(8)))
     winners = [n for n, answer in enumerate(answers) if answer is None]
     assert len(winners) == 1
-    assert read_submission(store, "race")["job_id"] == f"job-{winners[0]}"
+    assert read_submission(store, "race").job_id == f"job-{winners[0]}"
     assert all(answer == f"job-{winners[0]}" for answer in answers if answer is not None)
 
 

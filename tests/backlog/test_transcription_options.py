@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from stenopod import api
-from stenopod.backlog.runner import BacklogOptions
+from stenopod.backlog.options import BacklogOptions
 from stenopod.cli import main
 
 pytestmark = pytest.mark.timeout(600)

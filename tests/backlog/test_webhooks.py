@@ -4,7 +4,7 @@ import asyncio
 
 import httpx
 import pytest
-from stenopod.backlog.webhooks import WebhookListener, parse_listen
+from stenopod.backlog.webhook_listener import WebhookListener, parse_listen
 
 
 def test_parse_listen():

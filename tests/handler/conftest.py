@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.tiny_nemo import build_tiny_tdt_nemo
+from bench.tiny_nemo import build_tiny_tdt_nemo
 
 
 @pytest.fixture(scope="session")

@@ -6,9 +6,8 @@ import json
 import re
 
 import pytest
+from stenopod.formats import TranscriptDocument, render, srt_time, vtt_time
 from stenopod.schema import OutputFormat, Segment, Word
-
-from handler.formats import TranscriptDocument, render, srt_time, vtt_time
 
 SRT_TIME = r"(\d{2}):(\d{2}):(\d{2}),(\d{3})"
 VTT_TIME = r"(\d{2}):(\d{2}):(\d{2})\.(\d{3})"

@@ -7,9 +7,8 @@ import random
 import re
 
 import pytest
+from stenopod.formats import PARAGRAPH_MAX_CHARS, ZERO_LENGTH_CUE_MS, TranscriptDocument, render
 from stenopod.schema import OutputFormat, Segment
-
-from handler.formats import PARAGRAPH_MAX_CHARS, ZERO_LENGTH_CUE_MS, TranscriptDocument, render
 
 TIME = r"(\d{2}):(\d{2}):(\d{2})[,.](\d{3})"
 

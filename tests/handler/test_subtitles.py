@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+from stenopod.formats import TranscriptDocument, render
 from stenopod.schema import OutputFormat, Segment, Subtitles, Word
 
 from handler.engines.base import Engine
-from handler.formats import TranscriptDocument, render
 from handler.job import run_job
 from handler.settings import JobSettings
 from tests.handler.test_determinism import OneEngineRegistry

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from dockerfile_parse import DockerfileParser
 
-from tests.support.tiny_nemo import build_tiny_tdt_nemo
+from bench.tiny_nemo import build_tiny_tdt_nemo
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = Path(__file__).parent / "schemas"

@@ -199,6 +199,19 @@ def test_runs_as_a_non_root_user_and_starts_the_worker(dockerfile: DockerfilePar
     assert not runtime.of("ENTRYPOINT")
 
 
+def test_the_sdk_wheel_holds_stenopod_only_and_the_image_finds_the_worker(runtime: Stage) -> None:
+    import tomllib
+
+    find = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    assert find["include"] == ["stenopod*"] and find["where"] == ["client"]
+    # The worker is not in the wheel: the runtime copies it beside the SDK and puts it on the path.
+    workdirs = [item["value"] for item in runtime.of("WORKDIR")]
+    copies = [item["value"].split() for item in runtime.of("COPY")]
+    assert ["handler/", "handler/"] in copies
+    code_dir = workdirs[workdirs.index("/opt/stenopod")]
+    assert env_of(runtime).get("PYTHONPATH") == code_dir
+
+
 def test_labels_carry_version_and_git_sha(dockerfile: DockerfileParser) -> None:
     labels = dockerfile.labels
     assert labels["org.opencontainers.image.version"] == "0.1.0"

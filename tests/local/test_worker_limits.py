@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 from stenopod.cli import main as cli_main
-from stenopod.local.workers import GUARD_PATH, MAX_WORKERS_ENV, check_worker_count, worker_limit
+from stenopod.local.worker_limits import MAX_WORKERS_ENV, check_worker_count, worker_limit
+from stenopod.local.workers import GUARD_PATH
 
 from tests.local.conftest import ECHO_COMMAND
 
@@ -58,6 +59,13 @@ def test_the_limit_is_two_workers_per_core_and_one_per_1_5_gb_lowered_only_by_th
     assert "--workers 1000" in message and "limit is 4" in message
     assert "2 core(s) x 2 = 4" in message and "24.0 GB available / 1.5 GB per worker = 16" in message
     check_worker_count(4, cores=2, memory_bytes=24 * GB, env={})
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-2", "1.5"])
+def test_a_bad_max_workers_value_is_refused_naming_the_variable(value: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        worker_limit(cores=2, memory_bytes=24 * GB, env={MAX_WORKERS_ENV: value})
+    assert MAX_WORKERS_ENV in str(raised.value) and repr(value) in str(raised.value)
 
 
 def test_serve_with_too_many_workers_exits_2_naming_the_limit_and_starts_none(

@@ -9,7 +9,8 @@ import psutil
 import pytest
 import requests
 from stenopod.local import LocalEndpoint
-from stenopod.local.workers import Worker, WorkerUrls, build_worker_env
+from stenopod.local.worker_env import WorkerUrls, build_worker_env
+from stenopod.local.workers import Worker
 from stenopod.schema import ErrorCode, JobError
 
 from tests.local.conftest import ECHO_HANDLER, echo_endpoint, wait_until

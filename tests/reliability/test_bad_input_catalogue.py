@@ -28,10 +28,10 @@ import numpy as np
 import pytest
 from stenopod.schema import ErrorCode, JobError
 
+from bench.figures import record
 from handler import netguard
 from handler.engines.registry import EngineRegistry, registry_from_env
 from handler.job import run_job
-from tests.reliability.figures import record
 from tests.support.servers import AudioHTTPServer, MotoS3
 
 pytestmark = pytest.mark.timeout(300)

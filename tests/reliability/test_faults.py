@@ -28,12 +28,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from stenopod.backlog.runner import BacklogOptions, BacklogRunner
+from stenopod.backlog.loop import BacklogRunner
+from stenopod.backlog.options import BacklogOptions
 from stenopod.local import LocalEndpoint, run_in_thread
 from stenopod.storage import S3Credentials, S3Store, parse_s3_uri
 
+from bench.figures import record
 from handler.engines.instant import INSTANT_MODEL_ID
-from tests.reliability.figures import record
 from tests.reliability.flaky_proxy import FlakyS3Proxy
 from tests.support.endpoint_double import RunPodEndpointTestDouble
 from tests.support.servers import AudioHTTPServer, MotoS3, free_port

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.figures import record
 from bench.reliability import run_load
-from tests.reliability.figures import record
 
 pytestmark = pytest.mark.timeout(300)
 

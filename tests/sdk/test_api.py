@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 import stenopod.api as api
-from stenopod.backlog.runner import BacklogReport, UsageError
+from stenopod.backlog.errors import UsageError
+from stenopod.backlog.report import BacklogReport
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import stenopod.api as api
-from stenopod.backlog.runner import UsageError
+from stenopod.backlog.errors import UsageError
 from stenopod.cli import main
 from stenopod.storage import LocalStore
 

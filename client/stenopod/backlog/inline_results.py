@@ -2,7 +2,7 @@
 writes <output>/<id>.<format> itself.
 
 The worker answers inline (no `output` in the job) with each item's text and segments; the files
-are rendered from them by the worker's own renderer (handler.formats), so they are byte for byte
+are rendered from them by the worker's own renderer (stenopod.formats), so they are byte for byte
 what the worker writes to a bucket. Each file is written atomically (LocalStore: a hidden part
 file, then a rename) and read back before the item counts as done; the runner records the item
 in its ledger only after that, so a client killed between the answer and the write asks for the
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from handler.formats import CONTENT_TYPES, TranscriptDocument, render
+from stenopod.formats import CONTENT_TYPES, TranscriptDocument, render
 from stenopod.schema import ItemResult, OutputFormat, Subtitles, Timestamps
 from stenopod.storage import ObjectStore, StorageError
 

@@ -16,20 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Item states.
-PENDING = "pending"
-SUBMITTED = "submitted"
-DONE = "done"
-FAILED = "failed"
-
-# Submission states: created (token recorded, /run maybe sent), submitted (job id known), then one
-# of done, failed (the attempt failed) or lost (the endpoint forgot the job with no result).
-CREATED = "created"
-RUNNING = "submitted"
-FINISHED = "done"
-ATTEMPT_FAILED = "failed"
-LOST = "lost"
-CANCELLED = "cancelled"
+from stenopod.backlog.states import ItemState, SubmissionState
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -84,7 +71,7 @@ class ItemRecord:
     size_bytes: int | None
     duration_s: float | None
     title: str | None
-    state: str
+    state: ItemState
     attempts: int
     token: str | None
     job_id: str | None
@@ -100,7 +87,7 @@ class ItemRecord:
 class SubmissionRecord:
     token: str
     job_id: str | None
-    state: str
+    state: SubmissionState
     item_ids: list[str]
     execution_ms: int | None
     created_at: float
@@ -120,6 +107,8 @@ class ItemOutcome:
     error_message: str | None = None
     # A permanent error (not_audio, too_large...) is not worth another attempt.
     retryable: bool = True
+    # A success's item result as the worker answered it (an inline run writes the files from it).
+    result: dict[str, Any] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -143,7 +132,7 @@ def _item(row: sqlite3.Row) -> ItemRecord:
         size_bytes=row["size_bytes"],
         duration_s=row["duration_s"],
         title=row["title"],
-        state=row["state"],
+        state=ItemState(row["state"]),
         attempts=row["attempts"],
         token=row["token"],
         job_id=row["job_id"],
@@ -160,7 +149,7 @@ def _submission(row: sqlite3.Row) -> SubmissionRecord:
     return SubmissionRecord(
         token=row["token"],
         job_id=row["job_id"],
-        state=row["state"],
+        state=SubmissionState(row["state"]),
         item_ids=json.loads(row["item_ids"]),
         execution_ms=row["execution_ms"],
         created_at=row["created_at"],
@@ -244,12 +233,12 @@ class Ledger:
                     position += 1
         return added
 
-    def items(self, state: str | None = None) -> list[ItemRecord]:
+    def items(self, state: ItemState | None = None) -> list[ItemRecord]:
         if state is None:
             rows = self._db.execute("SELECT * FROM items ORDER BY position").fetchall()
         else:
             rows = self._db.execute(
-                "SELECT * FROM items WHERE state=? ORDER BY position", (state,)
+                "SELECT * FROM items WHERE state=? ORDER BY position", (ItemState(state).value,)
             ).fetchall()
         return [_item(row) for row in rows]
 
@@ -302,7 +291,7 @@ class Ledger:
             db.execute(
                 "INSERT INTO submissions(token, job_id, state, item_ids, created_at, updated_at)"
                 " VALUES (?, NULL, ?, ?, ?, ?)",
-                (token, CREATED, json.dumps(item_ids), now, now),
+                (token, SubmissionState.CREATED.value, json.dumps(item_ids), now, now),
             )
             db.executemany(
                 "UPDATE items SET state='submitted', token=?, job_id=NULL, updated_at=? WHERE id=?",
@@ -314,7 +303,7 @@ class Ledger:
         with self._transaction() as db:
             db.execute(
                 "UPDATE submissions SET job_id=?, state=?, updated_at=? WHERE token=?",
-                (job_id, RUNNING, now, token),
+                (job_id, SubmissionState.RUNNING.value, now, token),
             )
             db.execute("UPDATE items SET job_id=?, updated_at=? WHERE token=?", (job_id, now, token))
 
@@ -325,7 +314,8 @@ class Ledger:
     def open_submissions(self) -> list[SubmissionRecord]:
         """Submissions whose items still wait for them: created or submitted."""
         rows = self._db.execute(
-            "SELECT * FROM submissions WHERE state IN (?, ?) ORDER BY created_at", (CREATED, RUNNING)
+            "SELECT * FROM submissions WHERE state IN (?, ?) ORDER BY created_at",
+            (SubmissionState.CREATED.value, SubmissionState.RUNNING.value),
         ).fetchall()
         return [_submission(row) for row in rows]
 
@@ -336,7 +326,7 @@ class Ledger:
     def finish_submission(
         self,
         token: str,
-        state: str,
+        state: SubmissionState,
         outcomes: list[ItemOutcome],
         *,
         max_attempts: int,
@@ -358,12 +348,12 @@ class Ledger:
             db.execute(
                 "UPDATE submissions SET state=?, execution_ms=COALESCE(?, execution_ms), updated_at=?"
                 " WHERE token=?",
-                (state, execution_ms, now, token),
+                (SubmissionState(state).value, execution_ms, now, token),
             )
             for item_id in sub.item_ids:
                 row = db.execute("SELECT state, attempts, token FROM items WHERE id=?", (item_id,)).fetchone()
                 # An item already settled elsewhere (or moved to a later submission) is left alone.
-                if row is None or row["token"] != token or row["state"] != SUBMITTED:
+                if row is None or row["token"] != token or row["state"] != ItemState.SUBMITTED.value:
                     continue
                 outcome = by_id.get(item_id)
                 if outcome is not None and outcome.ok:
@@ -386,7 +376,7 @@ class Ledger:
                     "UPDATE items SET state=?, attempts=?, token=NULL, job_id=NULL, error_code=?,"
                     " error_message=?, updated_at=? WHERE id=?",
                     (
-                        PENDING if retry else FAILED,
+                        (ItemState.PENDING if retry else ItemState.FAILED).value,
                         attempts,
                         outcome.error_code if outcome else None,
                         outcome.error_message if outcome else None,

@@ -1,4 +1,5 @@
-"""Checks made before a run touches its state file: is the output usable, does the endpoint answer.
+"""Checks made before a run touches its state file (is the output usable, does the endpoint
+answer), and the state file's own rules: where it lives by default, one run at a time.
 
 Both fail as usage errors (exit 2) naming the option at fault. Without them, a file given as
 --output was reported as an unopenable state file inside it, and a wrong --endpoint was retried
@@ -8,10 +9,15 @@ for many minutes as if it were a real endpoint having a bad moment.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from stenopod.backlog.errors import UsageError
 from stenopod.endpoint import EndpointAuthError, EndpointClient, EndpointError, EndpointNotFound
+from stenopod.output_location import OutputLocation
+from stenopod.storage import StorageError
 
 # The first contact gets a couple of quick retries (a 429 or a blip), not the minutes of backoff
 # that an endpoint which has answered before deserves.
@@ -33,7 +39,7 @@ def check_settings(language: str | None, webhook_listen: str | None) -> None:
             "ja, zh); leave it out to have the language detected"
         )
     if webhook_listen is not None:
-        from stenopod.backlog.webhooks import parse_listen
+        from stenopod.backlog.webhook_listener import parse_listen
 
         try:
             parse_listen(webhook_listen)
@@ -41,17 +47,9 @@ def check_settings(language: str | None, webhook_listen: str | None) -> None:
             raise PreflightError(str(error)) from None  # the message names --webhook-listen
 
 
-def local_output_folder(output: str) -> Path | None:
-    """The folder a local output names (None for s3://)."""
-    if output.startswith("s3://"):
-        return None
-    folder = output[len("file://") :] if output.startswith("file://") else output
-    return Path(folder).expanduser()
-
-
-def check_output(output: str) -> None:
+def check_output(location: OutputLocation) -> None:
     """A local output must be a folder we can write to, or creatable in one; nothing is created here."""
-    folder = local_output_folder(output)
+    folder, output = location.folder, location.text
     if folder is None:
         return
     if folder.exists():
@@ -121,3 +119,24 @@ def _absolute(location: str) -> str:
     if "://" in location or not location.strip():
         return location  # URLs, s3:// and file:// URIs do not depend on the working folder
     return os.path.abspath(os.path.expanduser(location))
+
+
+@contextmanager
+def hold_lock(state: Path) -> Iterator[None]:
+    """One run per state file: two would submit the same items. The OS drops the lock if we die."""
+    import fcntl
+
+    with open(f"{state}.lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"another stenopod run is using the state file {state}") from None
+        yield
+
+
+def default_state_path(output: str) -> Path:
+    """Beside a local output (so the backlog and its memory travel together), else the working dir."""
+    try:
+        return OutputLocation.parse(output).default_state_path()
+    except StorageError as error:
+        raise UsageError(f"--output: {error}") from None

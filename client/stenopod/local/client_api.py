@@ -12,7 +12,7 @@ from aiohttp import web
 
 from stenopod.local.http import BadRequest, endpoint_routes, error_response, read_json
 from stenopod.local.jobs import Job
-from stenopod.local.webhooks import is_webhook_url
+from stenopod.local.webhook_sender import is_webhook_url
 
 if TYPE_CHECKING:
     from stenopod.local.server import LocalEndpoint

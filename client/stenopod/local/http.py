@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -20,6 +20,14 @@ def endpoint_routes(
 ) -> list[web.RouteDef]:
     """(method, path, handler) rows under /v2/{endpoint_id}/, each handler wrapped by guard."""
     return [web.route(method, "/v2/{endpoint_id}/" + path, guard(handler)) for method, path, handler in table]
+
+
+class RouteTable(Protocol):
+    """One group of routes (RunPod's client API, its worker API...), built from the endpoint."""
+
+    def __init__(self, endpoint: Any) -> None: ...
+
+    def routes(self) -> list[web.RouteDef]: ...
 
 
 class BadRequest(Exception):

@@ -18,7 +18,7 @@ from typing import Any
 from stenopod.schema import default_item_id
 
 
-class JobStatus(str, Enum):
+class JobState(str, Enum):
     IN_QUEUE = "IN_QUEUE"
     IN_PROGRESS = "IN_PROGRESS"
     COMPLETED = "COMPLETED"
@@ -27,8 +27,8 @@ class JobStatus(str, Enum):
     TIMED_OUT = "TIMED_OUT"
 
 
-TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMED_OUT})
-RETRYABLE = frozenset({JobStatus.FAILED, JobStatus.TIMED_OUT, JobStatus.CANCELLED})
+TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT})
+RETRYABLE = frozenset({JobState.FAILED, JobState.TIMED_OUT, JobState.CANCELLED})
 
 DEFAULT_TTL_S = 24 * 3600.0  # RunPod's default job time-to-live
 
@@ -47,7 +47,7 @@ class Job:
     ttl_s: float = DEFAULT_TTL_S
     submitted_at: float = field(default_factory=time.monotonic)
     queued_at: float = field(default_factory=time.monotonic)
-    status: JobStatus = JobStatus.IN_QUEUE
+    status: JobState = JobState.IN_QUEUE
     worker_id: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
@@ -126,7 +126,7 @@ class JobStore:
         return list(self._running.values())
 
     def queued_count(self) -> int:
-        return sum(1 for job in self._jobs.values() if job.status is JobStatus.IN_QUEUE)
+        return sum(1 for job in self._jobs.values() if job.status is JobState.IN_QUEUE)
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -142,12 +142,12 @@ class JobStore:
         """The oldest job still waiting; ids of jobs cancelled, purged or expired meanwhile are skipped."""
         while self._queue:
             job = self._jobs.get(self._queue.popleft())
-            if job is not None and job.status is JobStatus.IN_QUEUE:
+            if job is not None and job.status is JobState.IN_QUEUE:
                 return job
         return None
 
     def start(self, job: Job, worker_id: str) -> None:
-        job.status = JobStatus.IN_PROGRESS
+        job.status = JobState.IN_PROGRESS
         job.worker_id = worker_id
         job.started_at = time.monotonic()
         job.finished_at = None
@@ -158,7 +158,7 @@ class JobStore:
     def requeue(self, job: Job, front: bool) -> None:
         """Back to the queue for another attempt: front after a worker died with it, back on /retry."""
         self._running.pop(job.id, None)
-        job.status = JobStatus.IN_QUEUE
+        job.status = JobState.IN_QUEUE
         job.worker_id = None
         job.started_at = job.finished_at = None
         job.output, job.has_output, job.error = None, False, None
@@ -182,7 +182,7 @@ class JobStore:
     def finish(
         self,
         job: Job,
-        status: JobStatus,
+        status: JobState,
         *,
         output: Any = None,
         has_output: bool = False,
@@ -198,16 +198,16 @@ class JobStore:
         # A job answered with duplicate_of transcribed nothing (another job holds its submission):
         # counting its items would make one transcription look like two.
         duplicate = isinstance(output, dict) and bool(output.get("duplicate_of"))
-        if status is JobStatus.COMPLETED and not duplicate:
+        if status is JobState.COMPLETED and not duplicate:
             self.items_completed.update(job.item_ids())
         job.done.set()
         self._on_terminal(job)
 
     def purge_queue(self) -> int:
         """Cancel every job still waiting (RunPod's purge-queue leaves running jobs alone)."""
-        purged = [job for job in self._jobs.values() if job.status is JobStatus.IN_QUEUE]
+        purged = [job for job in self._jobs.values() if job.status is JobState.IN_QUEUE]
         for job in purged:
-            self.finish(job, JobStatus.CANCELLED)
+            self.finish(job, JobState.CANCELLED)
         self._queue.clear()
         return len(purged)
 

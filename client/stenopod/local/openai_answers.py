@@ -2,7 +2,7 @@
 failures as OpenAI's error object.
 
 A transcript arrives here as the worker's inline answer (schema.ItemResult); srt and vtt are
-rendered by the same code that writes the worker's .srt/.vtt files (handler.formats), so a
+rendered by the same code that writes the worker's .srt/.vtt files (stenopod.formats), so a
 subtitle fetched through this route is byte for byte the file a RunPod job would have written.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from handler.formats import TranscriptDocument, render
+from stenopod.formats import TranscriptDocument, render
 from stenopod.schema import ErrorCode, ItemResult, JobError, OutputFormat, Segment
 
 RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")

@@ -25,7 +25,7 @@ from aiohttp import BodyPartReader, web
 
 from stenopod.languages import is_language_code
 from stenopod.local.client_api import RunRequest
-from stenopod.local.jobs import Job, JobStatus
+from stenopod.local.jobs import Job, JobState
 from stenopod.local.openai_answers import (
     GRANULARITIES,
     RESPONSE_FORMATS,
@@ -157,16 +157,16 @@ class OpenAIRoutes:
 
 def job_result(job: Job) -> ItemResult:
     """The upload's transcript from a finished job, or the OpenAIError its failure maps to."""
-    if job.status is JobStatus.COMPLETED and isinstance(job.output, dict):
+    if job.status is JobState.COMPLETED and isinstance(job.output, dict):
         items = JobOutput.model_validate(job.output).items
         if items and items[0].status == "ok":
             return items[0]
         if items and items[0].error is not None:
             error = JobError(code=items[0].error.code, message=items[0].error.message)
             raise job_error_to_openai(error)
-    if job.status is JobStatus.FAILED and job.error:
+    if job.status is JobState.FAILED and job.error:
         raise job_error_to_openai(JobError.from_runpod_error(job.error))
-    if job.status is JobStatus.TIMED_OUT:
+    if job.status is JobState.TIMED_OUT:
         raise OpenAIError(504, "the transcription ran past the server's execution timeout", code="timed_out")
     raise OpenAIError(500, f"the transcription job ended {job.status.value}", code="internal_error")
 

@@ -2,8 +2,9 @@
 
 The client half (client_api.py) is what runpod.Endpoint and stenopod's SDK call; the worker half
 (worker_api.py) is what the unmodified runpod worker loop calls. This module holds the state both
-halves share and the rules that move a job: dispatch, results, cancellation, timeouts, expiry and
-what happens when a worker dies.
+halves share, its lifecycle and the client-side operations; dispatch.py hands jobs to workers and
+holds the rules that move a job when a worker dies, hangs or runs past its time. ROUTE_TABLES is
+the one place where the HTTP routes are mounted.
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import importlib.util
 import ipaddress
-import json
 import logging
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,19 +23,24 @@ from typing import Any
 from aiohttp import web
 
 from stenopod.local.client_api import ClientAPI, RunRequest
-from stenopod.local.http import json_errors
-from stenopod.local.jobs import Job, JobStatus, JobStore
+from stenopod.local.dispatch import JobDispatch
+from stenopod.local.http import RouteTable, json_errors
+from stenopod.local.jobs import Job, JobState, JobStore
 from stenopod.local.openai_api import OpenAIRoutes
-from stenopod.local.webhooks import WebhookSender
+from stenopod.local.webhook_sender import WebhookSender
 from stenopod.local.worker_api import WorkerAPI
-from stenopod.local.workers import Worker, WorkerPool, WorkerUrls, build_worker_env, check_worker_count
-from stenopod.schema import ErrorCode, JobError
+from stenopod.local.worker_env import WorkerUrls, build_worker_env
+from stenopod.local.worker_limits import check_worker_count
+from stenopod.local.workers import Worker, WorkerPool
 
 log = logging.getLogger("stenopod.local")
 
 DEFAULT_WORKER_COMMAND = [sys.executable, "-m", "handler"]
 MAX_BODY_BYTES = 32 * 1024 * 1024  # RunPod accepts 10 MB on /run and 20 MB on /runsync
-WEBHOOK_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.TIMED_OUT})
+# Every route table `stenopod serve` mounts, each built from the endpoint (the one place to add one).
+# RunPod's client API, its worker API, and OpenAI's transcription API (/v1/audio/*).
+ROUTE_TABLES: tuple[type[RouteTable], ...] = (ClientAPI, WorkerAPI, OpenAIRoutes)
+WEBHOOK_STATUSES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.TIMED_OUT})
 
 
 def is_loopback_host(host: str) -> bool:
@@ -47,7 +52,7 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-class LocalEndpoint:
+class LocalEndpoint(JobDispatch):
     """A RunPod-compatible serverless endpoint on this machine, with `workers` worker processes.
 
     Extra keyword-only knobs, mostly for tests: endpoint_id, execution_timeout_s (default for
@@ -86,6 +91,12 @@ class LocalEndpoint:
         # on two cores would only run it out of memory. A custom worker command (a test's) loads no
         # model, so only the core count bounds it.
         check_worker_count(workers, loads_model=worker_command is None)
+        if worker_command is None and importlib.util.find_spec("handler") is None:
+            # The SDK's wheel does not carry the worker: it runs from a checkout or the image.
+            raise ValueError(
+                "the local endpoint's workers run the stenopod worker (handler/), which this Python "
+                "cannot import: run from a stenopod checkout set up with `make setup`"
+            )
         self.host = host
         self._port = port
         self.workers = workers
@@ -135,9 +146,8 @@ class LocalEndpoint:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY_BYTES)
-        app.add_routes(ClientAPI(self).routes())
-        app.add_routes(WorkerAPI(self).routes())
-        app.add_routes(OpenAIRoutes(self).routes())  # /v1/audio/*: OpenAI's transcription API
+        for api in ROUTE_TABLES:
+            app.add_routes(api(self).routes())
         # No access log: worker URLs carry their token in the query string.
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
@@ -240,13 +250,13 @@ class LocalEndpoint:
     def cancel(self, job: Job) -> None:
         if job.terminal:
             return
-        was_running = job.status is JobStatus.IN_PROGRESS
-        self.store.finish(job, JobStatus.CANCELLED)
+        was_running = job.status is JobState.IN_PROGRESS
+        self.store.finish(job, JobState.CANCELLED)
         if was_running:
             self._tell_worker_to_stop(job)
 
     def retry(self, job: Job) -> bool:
-        if job.status not in (JobStatus.FAILED, JobStatus.TIMED_OUT, JobStatus.CANCELLED):
+        if job.status not in (JobState.FAILED, JobState.TIMED_OUT, JobState.CANCELLED):
             return False
         self.store.retry(job)
         self._notify_queue()
@@ -269,183 +279,9 @@ class LocalEndpoint:
             "workers": self.pool.counts() if self.pool else {},
         }
 
-    # ---- worker side --------------------------------------------------------------------------
-    def find_worker(self, worker_id: str, token: str | None) -> Worker | None:
-        worker = self.pool.get(worker_id) if self.pool else None
-        if worker is None or not token or not hmac.compare_digest(token.encode(), worker.token.encode()):
-            return None
-        return worker
-
-    async def take_jobs(
-        self, worker: Worker, max_jobs: int, job_in_progress: bool, request: web.Request
-    ) -> list[Job]:
-        """job-take long-poll: hand out up to max_jobs queued jobs, or none within job_poll_s."""
-        worker.ready = True
-        if not job_in_progress:
-            self._worker_holds_nothing(worker)
-        deadline = time.monotonic() + self.job_poll_s
-        while True:
-            if self._closing or worker.stopping:
-                return []
-            transport = request.transport
-            if transport is None or transport.is_closing():
-                return []  # the worker gave up on this poll: a job handed out now would be lost
-            taken: list[Job] = []
-            while len(taken) < max_jobs and (job := self.store.pop_queued()) is not None:
-                self.store.start(job, worker.id)
-                worker.jobs.add(job.id)
-                taken.append(job)
-            if taken:
-                return taken
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return []
-            signal = self._queue_signal
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(signal.wait(), remaining)
-
-    def report_result(self, worker: Worker, job_id: str, body: dict[str, Any], is_stream: bool) -> None:
-        """job-done: a final result, or (status IN_PROGRESS) a progress update."""
-        job = self.store.get(job_id)
-        final = body.get("status") != "IN_PROGRESS"
-        if final:
-            worker.jobs.discard(job_id)
-            worker.stop_deadlines.pop(job_id, None)
-            if body.get("stopPod"):
-                # refresh_worker: RunPod replaces the worker once the job is answered.
-                self._restart_worker_soon(worker, "the handler asked for refresh_worker")
-        if job is None or job.worker_id != worker.id or job.status is not JobStatus.IN_PROGRESS:
-            return  # cancelled, timed out or expired meanwhile: the late answer is dropped
-        if not final:
-            if "output" in body:
-                job.output, job.has_output = body["output"], True
-            return
-        has_output = "output" in body
-        output = body.get("output")
-        if is_stream and not output and job.stream_all:
-            # A generator handler's final post carries an empty list; RunPod's status shows the parts.
-            output, has_output = list(job.stream_all), True
-        error = body.get("error")
-        if error:
-            text = error if isinstance(error, str) else _json_text(error)
-            self.store.finish(job, JobStatus.FAILED, output=output, has_output=has_output, error=text)
-        else:
-            self.store.finish(job, JobStatus.COMPLETED, output=output, has_output=has_output)
-
-    def report_stream(self, worker: Worker, job_id: str, body: dict[str, Any]) -> None:
-        job = self.store.get(job_id)
-        if job is None or job.worker_id != worker.id or job.status is not JobStatus.IN_PROGRESS:
-            return
-        part = body.get("output")
-        job.stream_pending.append(part)
-        job.stream_all.append(part)
-
-    def ping(self, worker: Worker, running_ids: set[str]) -> None:
-        worker.ready = True
-        for job_id in list(worker.stop_deadlines):
-            if job_id not in running_ids:
-                # Told to stop and no longer listed: let go.
-                del worker.stop_deadlines[job_id]
-            elif job_id not in worker.stop_queue:
-                # Still listed: say it again. runpod drops a stop that arrives between taking a job
-                # and starting its task ("No in-progress job"), so one signal is not always enough.
-                worker.stop_queue.append(job_id)
-                worker.stop_wakeup.set()
-
-    async def stop_signals(self, worker: Worker) -> list[str]:
-        """job-stop long-poll: the ids of jobs this worker must stop, or none within job_poll_s."""
-        deadline = time.monotonic() + self.job_poll_s
-        while True:
-            if worker.stop_queue:
-                ids = list(worker.stop_queue)
-                worker.stop_queue.clear()
-                return ids
-            remaining = deadline - time.monotonic()
-            if self._closing or worker.stopping or remaining <= 0:
-                return []
-            worker.stop_wakeup.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(worker.stop_wakeup.wait(), remaining)
-
-    # ---- rules --------------------------------------------------------------------------------
-    def _notify_queue(self) -> None:
-        """Wake every job-take long-poll to look at the queue (and at closing/stopping) again."""
-        self._queue_signal.set()
-        self._queue_signal = asyncio.Event()
-
     def _on_terminal(self, job: Job) -> None:
         if job.webhook and job.status in WEBHOOK_STATUSES:
             self.webhooks.send(job.webhook, job.status_body())
-
-    def _tell_worker_to_stop(self, job: Job) -> None:
-        worker = self.pool.get(job.worker_id) if (self.pool and job.worker_id) else None
-        if worker is None:
-            return
-        worker.jobs.discard(job.id)
-        worker.stop_queue.append(job.id)
-        worker.stop_deadlines[job.id] = time.monotonic() + self.stop_grace_s
-        worker.stop_wakeup.set()
-
-    def _restart_worker_soon(self, worker: Worker, reason: str) -> None:
-        if self.pool is not None and not self._closing:
-            self.pool.restart(worker, reason)
-
-    def _worker_holds_nothing(self, worker: Worker) -> None:
-        """The worker says it runs no job: any job we think it runs was dropped without an answer."""
-        worker.stop_deadlines.clear()
-        for job_id in list(worker.jobs):
-            worker.jobs.discard(job_id)
-            job = self.store.get(job_id)
-            if job is not None and job.status is JobStatus.IN_PROGRESS and job.worker_id == worker.id:
-                self._lost(job, "the worker dropped the job without sending a result")
-
-    def _on_worker_exit(self, worker: Worker, returncode: int) -> None:
-        for job_id in list(worker.jobs):
-            job = self.store.get(job_id)
-            if job is not None and job.status is JobStatus.IN_PROGRESS and job.worker_id == worker.id:
-                self._lost(job, f"the worker process exited (code {returncode}) while running the job")
-        worker.jobs.clear()
-        self._notify_queue()
-
-    def _lost(self, job: Job, reason: str) -> None:
-        """A job whose worker vanished: requeued once (RunPod's 'retried'), then FAILED."""
-        if job.requeues < 1:
-            job.requeues += 1
-            log.warning("job %s requeued: %s", job.id, reason)
-            self.store.requeue(job, front=True)
-            self._notify_queue()
-            return
-        log.warning("job %s failed: %s, after one requeue", job.id, reason)
-        error = JobError(
-            code=ErrorCode.internal_error, message=f"{reason}; it had already been requeued once"
-        )
-        self.store.finish(job, JobStatus.FAILED, error=error.to_runpod_error())
-
-    async def _reap_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.tick_s)
-            try:
-                self._reap(time.monotonic())
-            except Exception:  # a bug here must not stop timeouts and expiry for good
-                log.exception("local endpoint timer failed")
-
-    def _reap(self, now: float) -> None:
-        for job in self.store.overdue(now):
-            self.store.finish(job, JobStatus.TIMED_OUT)
-            self._tell_worker_to_stop(job)
-        for job, reason in list(self.store.due_for_deletion(now)):
-            if reason == "ttl":
-                self.expired += 1
-                if job.status is JobStatus.IN_PROGRESS:
-                    self._tell_worker_to_stop(job)
-            self.store.delete(job)
-        for worker in self.pool.workers() if self.pool else []:
-            late = [job_id for job_id, deadline in worker.stop_deadlines.items() if deadline <= now]
-            if late:
-                worker.stop_deadlines.clear()
-                self._restart_worker_soon(
-                    worker, f"it did not stop job(s) {', '.join(late)} within {self.stop_grace_s:g} s"
-                )
 
     def _worker_env(self, worker: Worker) -> dict[str, str]:
         urls = WorkerUrls.for_worker(f"http://{self._connect_host()}:{self._port}", self._endpoint_id, worker)
@@ -471,7 +307,3 @@ def _in_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
         return asyncio.get_running_loop() is loop
     except RuntimeError:
         return False
-
-
-def _json_text(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)

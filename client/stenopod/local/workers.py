@@ -1,5 +1,7 @@
 """Worker processes of the local endpoint: spawn, relay their logs, restart them, stop them.
 
+How many a machine may run is worker_limits.py's; the environment each one gets is worker_env.py's.
+
 Each worker runs the unmodified runpod worker loop in production mode, pointed at this server's
 worker routes through the RUNPOD_WEBHOOK_* variables. A worker gets a fresh id and token for every
 process it starts, so a request from a process that already died (the runpod ping runs in a child
@@ -16,25 +18,12 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 log = logging.getLogger("stenopod.local")
-
-# Knobs of the runpod worker loop that only make sense on RunPod's own hosts: its fitness checks
-# dial 8.8.8.8, demand 4 GB free memory and benchmark the GPU; its default log level prints every
-# handler output (whole transcripts) and the job-take URL with its token.
-WORKER_ENV_DEFAULTS: dict[str, str] = {
-    "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true",
-    "RUNPOD_SKIP_GPU_CHECK": "true",
-    "RUNPOD_LOG_LEVEL": "INFO",
-    "RUNPOD_PING_INTERVAL": "5000",
-    "PYTHONUNBUFFERED": "1",
-}
-# Inherited variables that would switch the runpod loop into another mode or widen what it may fetch.
-WORKER_ENV_DROPPED = ("RUNPOD_REALTIME_PORT", "RUNPOD_REALTIME_CONCURRENCY", "STENOPOD_ALLOW_PRIVATE_URLS")
 
 MAX_RESTART_DELAY_S = 30.0
 
@@ -42,75 +31,6 @@ MAX_RESTART_DELAY_S = 30.0
 # is gone, however it went (see guard.py): the worker's own parent watch cannot see a zombie
 # endpoint, a worker other than `python -m handler`, nor the ping process of a SIGKILLed worker.
 GUARD_PATH = str(Path(__file__).resolve().with_name("guard.py"))
-
-# How many workers a machine may run. A worker holding a loaded model takes about 1.5 GB (a CPU
-# worker with small.en and its decode processes: 1-1.5 GB); past two per core they only contend.
-WORKERS_PER_CORE = 2
-WORKER_MEMORY_BYTES = 1536 * 2**20
-MAX_WORKERS_ENV = "STENOPOD_MAX_WORKERS"  # can lower the limit, never raise it
-
-
-def usable_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
-def available_memory_bytes() -> int | None:
-    """MemAvailable (what can be used without swapping), else free physical memory; None: unknown."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
-def worker_limit(
-    *,
-    loads_model: bool = True,
-    cores: int | None = None,
-    memory_bytes: int | None = None,
-    env: Mapping[str, str] | None = None,
-) -> tuple[int, str]:
-    """The most workers this machine may run, and how that was worked out (for error messages).
-
-    At most WORKERS_PER_CORE per usable core and, for workers that load a model, at most one per
-    WORKER_MEMORY_BYTES of available memory; STENOPOD_MAX_WORKERS may lower it. Never below 1.
-    """
-    cores = usable_cores() if cores is None else cores
-    limit = cores * WORKERS_PER_CORE
-    reasons = [f"{cores} core(s) x {WORKERS_PER_CORE} = {limit}"]
-    if loads_model:
-        memory = available_memory_bytes() if memory_bytes is None else memory_bytes
-        if memory is not None:
-            by_memory = int(memory // WORKER_MEMORY_BYTES)
-            limit = min(limit, by_memory)
-            reasons.append(
-                f"{memory / 2**30:.1f} GB available / {WORKER_MEMORY_BYTES / 2**30:.1f} GB per worker = {by_memory}"
-            )
-    raw = (os.environ if env is None else env).get(MAX_WORKERS_ENV, "").strip()
-    if raw.isdigit() and int(raw) >= 1 and int(raw) < limit:
-        limit = int(raw)
-        reasons.append(f"{MAX_WORKERS_ENV}={raw}")
-    return max(1, limit), "; ".join(reasons)
-
-
-def check_worker_count(count: int, **kwargs: object) -> None:
-    """ValueError, naming --workers and the limit, when count is more than this machine can run."""
-    if count < 1:
-        raise ValueError(f"--workers must be at least 1, got {count}")
-    limit, how = worker_limit(**kwargs)  # type: ignore[arg-type]
-    if count > limit:
-        raise ValueError(
-            f"--workers {count} is more than this machine can run: the limit is {limit} ({how}); "
-            f"{MAX_WORKERS_ENV} can lower the limit, not raise it"
-        )
 
 
 @dataclass(eq=False)
@@ -136,70 +56,6 @@ class Worker:
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.returncode is None
-
-
-@dataclass(frozen=True)
-class WorkerUrls:
-    """The runpod webhook URL templates for one worker ($ID and $RUNPOD_POD_ID are filled by runpod)."""
-
-    get_job: str
-    post_output: str
-    post_stream: str
-    ping: str
-
-    @classmethod
-    def for_worker(cls, server_base: str, endpoint_id: str, worker: Worker) -> WorkerUrls:
-        # Same shapes as RunPod's; the query string carries the token because the runpod loop
-        # sends ~/.runpod/config.toml's key instead of RUNPOD_AI_API_KEY when that file exists.
-        # runpod appends "&job_in_progress=..." and "&isStream=...", so a query string must exist.
-        root = f"{server_base}/v2/{endpoint_id}"
-        query = f"?gpu=local&token={worker.token}"
-        return cls(
-            get_job=f"{root}/job-take/$ID{query}",
-            post_output=f"{root}/job-done/$RUNPOD_POD_ID/$ID{query}",
-            post_stream=f"{root}/job-stream/$RUNPOD_POD_ID/$ID{query}",
-            ping=f"{root}/ping/$RUNPOD_POD_ID{query}",
-        )
-
-
-def build_worker_env(
-    worker: Worker,
-    urls: WorkerUrls,
-    endpoint_id: str,
-    *,
-    model: str | None,
-    allow_private_urls: bool,
-    extra: Mapping[str, str] | None,
-    base: Mapping[str, str] | None = None,
-) -> dict[str, str]:
-    """The environment of one worker process: inherited, our defaults, the caller's, then ours."""
-    env = dict(os.environ if base is None else base)
-    for name in WORKER_ENV_DROPPED:
-        env.pop(name, None)
-    env.update(WORKER_ENV_DEFAULTS)
-    env.update(extra or {})
-    env.update(
-        {
-            "RUNPOD_WEBHOOK_GET_JOB": urls.get_job,
-            "RUNPOD_WEBHOOK_POST_OUTPUT": urls.post_output,
-            "RUNPOD_WEBHOOK_POST_STREAM": urls.post_stream,
-            "RUNPOD_WEBHOOK_PING": urls.ping,
-            "RUNPOD_AI_API_KEY": worker.token,
-            "RUNPOD_POD_ID": worker.id,
-            "RUNPOD_POD_HOSTNAME": worker.id,
-            "RUNPOD_ENDPOINT_ID": endpoint_id,
-            "STENOPOD_ALLOW_LOCAL_OUTPUT": "1",
-            # The worker ends itself if this process dies without stopping it (handler.parent_watch).
-            "STENOPOD_PARENT_PID": str(os.getpid()),
-        }
-    )
-    if allow_private_urls:
-        env["STENOPOD_ALLOW_PRIVATE_URLS"] = "1"
-    else:
-        env.pop("STENOPOD_ALLOW_PRIVATE_URLS", None)
-    if model:
-        env["STENOPOD_DEFAULT_MODEL"] = model
-    return env
 
 
 EnvFactory = Callable[[Worker], dict[str, str]]

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import sys
 import threading
@@ -16,10 +15,9 @@ from typing import Any
 
 from stenopod.cli_args import port
 from stenopod.local.server import LocalEndpoint
+from stenopod.settings import SERVE_API_KEY_ENV, client_settings
 
 log = logging.getLogger("stenopod.local")
-
-API_KEY_ENV = "STENOPOD_SERVE_API_KEY"
 
 
 @contextlib.contextmanager
@@ -133,8 +131,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="the workers' default model")
     parser.add_argument(
         "--api-key",
-        default=os.environ.get(API_KEY_ENV),
-        help=f"require this key as 'Authorization: Bearer <key>' (default: ${API_KEY_ENV}); "
+        default=None,
+        help=f"require this key as 'Authorization: Bearer <key>' (default: ${SERVE_API_KEY_ENV}); "
         "required when binding a non-loopback address",
     )
     parser.add_argument(
@@ -155,12 +153,13 @@ def serve_main(args: argparse.Namespace) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        settings = client_settings()
         serve(
             host=getattr(args, "host", "127.0.0.1"),
             port=getattr(args, "port", 8000),
             workers=getattr(args, "workers", 1),
             model=getattr(args, "model", None),
-            api_key=getattr(args, "api_key", None),
+            api_key=getattr(args, "api_key", None) or settings.serve_api_key,
             allow_private_urls=getattr(args, "allow_private_urls", False),
             log_dir=getattr(args, "log_dir", None),
             retention_s=getattr(args, "retention_s", 1800),

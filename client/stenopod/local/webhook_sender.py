@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 import aiohttp
+from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt, wait_fixed
 
 log = logging.getLogger("stenopod.local")
 
@@ -42,21 +43,27 @@ class WebhookSender:
         task.add_done_callback(self._tasks.discard)
 
     async def _deliver(self, url: str, body: dict[str, Any]) -> None:
-        assert self._session is not None
-        problem = ""
-        for attempt in range(1, self.attempts + 1):
-            try:
-                async with self._session.post(url, json=body) as response:
-                    if 200 <= response.status < 300:
-                        self.delivered += 1
-                        return
-                    problem = f"HTTP {response.status}"
-            except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-                problem = type(error).__name__
-            if attempt < self.attempts:
-                await asyncio.sleep(self.retry_delay_s)
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.attempts),
+            wait=wait_fixed(self.retry_delay_s),
+            retry=retry_if_result(lambda problem: problem is not None),
+            retry_error_callback=lambda state: state.outcome.result() if state.outcome else "not sent",
+        )
+        problem = await retrying(self._post, url, body)
+        if problem is None:
+            self.delivered += 1
+            return
         self.failed += 1
         # The URL may carry the receiver's secret token: log the job, not the address.
         log.warning(
             "webhook for job %s not delivered after %d attempts (%s)", body.get("id"), self.attempts, problem
         )
+
+    async def _post(self, url: str, body: dict[str, Any]) -> str | None:
+        """One attempt: None when delivered, else what went wrong."""
+        assert self._session is not None
+        try:
+            async with self._session.post(url, json=body) as response:
+                return None if 200 <= response.status < 300 else f"HTTP {response.status}"
+        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            return type(error).__name__

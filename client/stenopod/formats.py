@@ -13,8 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from stenopod.schema import OutputFormat, Segment, Subtitles, Word
-
-from .subtitles import subtitle_spans
+from stenopod.subtitles import subtitle_spans
 
 CONTENT_TYPES: dict[OutputFormat, str] = {
     OutputFormat.json: "application/json",

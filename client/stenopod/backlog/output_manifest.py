@@ -10,7 +10,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from stenopod.backlog.ledger import DONE, FAILED, ItemRecord
+from stenopod.backlog.ledger import ItemRecord
+from stenopod.backlog.states import ItemState
 from stenopod.storage import ObjectStore
 
 MANIFEST_KEY = "manifest.jsonl"
@@ -18,9 +19,9 @@ MANIFEST_KEY = "manifest.jsonl"
 
 def manifest_line(item: ItemRecord) -> dict[str, Any]:
     """The manifest's view of one item. status: ok, error, or pending (the run stopped before it)."""
-    status = {DONE: "ok", FAILED: "error"}.get(item.state, "pending")
+    status = {ItemState.DONE: "ok", ItemState.FAILED: "error"}.get(item.state, "pending")
     error = None
-    if item.state == FAILED:
+    if item.state == ItemState.FAILED:
         error = {"code": item.error_code or "internal_error", "message": item.error_message or ""}
     return {
         "id": item.id,
@@ -29,7 +30,7 @@ def manifest_line(item: ItemRecord) -> dict[str, Any]:
         "model": item.model,
         "language": item.language,
         "duration_s": item.result_duration_s,
-        "outputs": item.outputs if item.state == DONE else {},
+        "outputs": item.outputs if item.state == ItemState.DONE else {},
         "error": error,
     }
 

@@ -7,7 +7,7 @@ stands alone on its line), shown for at most max_duration_s, a new cue after a l
 cue ending, or its line breaking, at a sentence end where one falls well inside the limits. A
 diarized transcript starts a new cue where the speaker changes (srt's "SPEAKER_0: " prefix comes
 on top of the line width; vtt names the speaker in a voice tag that is not shown as text).
-handler.formats turns the spans into timed cues (in order, never overlapping); json keeps the
+stenopod.formats turns the spans into timed cues (in order, never overlapping); json keeps the
 engine's segments.
 """
 
