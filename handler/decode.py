@@ -76,6 +76,11 @@ def _decode_plain_wav(path: Path, layout: PlainWav, max_seconds: float) -> np.nd
     return samples
 
 
+def peak(audio: np.ndarray) -> float:
+    """The loudest sample's magnitude (0 for no samples), without a temporary array of the audio."""
+    return float(max(audio.max(), -audio.min())) if audio.size else 0.0
+
+
 def frame_kind(frame: Any) -> tuple[str, int, int]:
     """What frames must share to be converted together: sample format, channels, rate."""
     return frame.format.name, frame.layout.nb_channels, frame.sample_rate

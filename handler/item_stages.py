@@ -43,7 +43,7 @@ async def prepare_item(ctx: JobContext, tmp_dir: Path, index: int, item: ItemSta
             )
             prepared = await _stage(ctx, item, "decode", "decoded", prepare)
             if prepared is not None:
-                item.audio, item.chunks = prepared.audio, prepared.chunks
+                item.audio, item.chunks, item.peak = prepared.audio, prepared.chunks, prepared.peak
                 item.result.timings.plan_s = round(prepared.plan_s, 3)
     except Exception:
         # Outside the stages (the temp file, say): still this item's error, never an "ok" item
