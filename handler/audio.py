@@ -26,7 +26,6 @@ from .netguard import ForbiddenAddress, check_url, guarded_client, redact_url
 
 log = logging.getLogger("stenopod.handler.audio")
 
-SAMPLE_RATE = 16_000
 MAX_REDIRECTS = 5
 
 
