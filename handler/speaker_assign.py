@@ -10,6 +10,7 @@ heard saying a word. Works the same for every engine: it needs word times only.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from dataclasses import replace
 
 from handler.engines.base import SegmentTiming, Transcript, WordTiming
 from handler.speaker_turns import SpeakerTurn
@@ -36,7 +37,7 @@ def assign_speakers(transcript: Transcript, turns: list[SpeakerTurn]) -> tuple[T
     for segment in transcript.segments:
         if not segment.words:
             speaker = finder.speaker(segment.start, segment.end)
-            segments.append(SegmentTiming(segment.start, segment.end, segment.text, speaker=label(speaker)))
+            segments.append(replace(segment, speaker=label(speaker)))
             continue
         speakers = [finder.speaker(word.start, word.end) for word in segment.words]
         parts = _runs(speakers)
@@ -47,8 +48,10 @@ def assign_speakers(transcript: Transcript, turns: list[SpeakerTurn]) -> tuple[T
             # A part runs from its first word to its last; the segment's own edges stay at the ends.
             start = segment.start if index == 0 else words[0].start
             end = segment.end if index == len(parts) - 1 else max(words[-1].end, start)
-            segments.append(SegmentTiming(start=start, end=end, text=text, words=words, speaker=name))
-    labelled = Transcript(text=transcript.text, segments=segments, language=transcript.language)
+            # replace() keeps every other field (Whisper's quality measures, the segment's language):
+            # each part of a split segment carries the measures of the segment it came from.
+            segments.append(replace(segment, start=start, end=end, text=text, words=words, speaker=name))
+    labelled = replace(transcript, segments=segments)
     return labelled, [speaker_label(number) for number in range(len(numbers))]
 
 
@@ -122,4 +125,4 @@ def _cut_text(segment: SegmentTiming, firsts: list[int]) -> list[str]:
 
 
 def _word(word: WordTiming, speaker: str) -> WordTiming:
-    return WordTiming(start=word.start, end=word.end, text=word.text, speaker=speaker)
+    return replace(word, speaker=speaker)

@@ -8,7 +8,7 @@ long-segment engine writes one) must be split exactly there.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +94,29 @@ def test_a_segment_spanning_the_change_is_split_there(join: Join) -> None:
     assert second.start == words[change].start >= join.change_s - 2 * FRAME_S
     assert second.end == spanning.segments[0].end
     assert speakers == ["SPEAKER_0", "SPEAKER_1"]
+
+
+def test_labelling_keeps_every_other_field_of_the_transcript(join: Join) -> None:
+    # tiny.en's real quality measures, word probabilities and language: diarization only adds speakers.
+    segments = [replace(segment, language="en") for segment in join.transcript.segments]
+    source = replace(
+        join.transcript, segments=segments, language_probability=0.97, language_probabilities={"en": 0.97}
+    )
+    labelled, _ = assign_speakers(source, _turns(join))
+    assert (labelled.language, labelled.language_probability, labelled.language_probabilities) == (
+        "en",
+        0.97,
+        {"en": 0.97},
+    )
+    original = {(w.start, w.end, w.text): (s, w) for s in source.segments for w in s.words}
+    for segment in labelled.segments:
+        for word in segment.words:
+            parent, before = original[(word.start, word.end, word.text)]
+            assert word.probability == before.probability is not None
+            quality = ("avg_logprob", "no_speech_prob", "compression_ratio", "language")
+            assert [getattr(segment, name) for name in quality] == [getattr(parent, name) for name in quality]
+            assert segment.avg_logprob is not None and segment.compression_ratio is not None
+    assert labelled.segments[0].language == "en"
 
 
 def test_one_allowed_speaker_gets_every_word(join: Join) -> None:
