@@ -1,9 +1,8 @@
 """Whisper through faster-whisper (CTranslate2): float16 on a GPU, int8 on the CPU.
 
-Every audio is transcribed on its own, exactly as the plain faster-whisper loop would
-(WhisperModel.transcribe, beam 5, its temperature fallback and quality thresholds), so a
-transcript depends only on its audio and options, never on what else is in the job or the order
-things arrive in. Speed comes from running several audios at once on parallel CTranslate2 streams
+Every audio is transcribed on its own, as the plain faster-whisper loop would (WhisperModel.transcribe,
+beam 5) but at temperature 0 only, so a transcript depends only on its audio and options, never on
+what else is in the job, the order things arrive in, or an earlier run. Speed comes from running several audios at once on parallel CTranslate2 streams
 (num_workers), not from sharing windows between audios: packing short clips into one 30 s window
 made each clip's words depend on its neighbours and cost up to 2.7 WER points (docs/performance.md).
 Long-form chunking is the caller's job (handler.chunking, bound `max_chunk_s`), hence no VAD here.
@@ -162,15 +161,20 @@ class WhisperEngine(Engine):
         if audio.size == 0:
             # No inference to ask; an English-only model can only ever mean English.
             return Transcript(text="", segments=[], language=options.language if self.multilingual else "en")
-        # faster-whisper's defaults (beam search, temperature fallback) but no carry-over of the
-        # previous window's text: on long audio it makes one error snowball into the next. The
-        # prompt goes in as faster-whisper's `hotwords` text, which precedes EVERY 30 s window
+        # Beam search at temperature 0 only, no carry-over of the previous window's text (on long
+        # audio it makes one error snowball into the next). faster-whisper's temperature fallback
+        # (0.2 ... 1.0 where a window looks like a hallucination) samples from CTranslate2's random
+        # generator, which is seeded once per thread and cannot be seeded per audio: the same noisy
+        # audio gave a different transcript on every run. The product promises the same transcript
+        # for the same audio and options, so a window is decoded once, greedily by beam, and kept.
+        # The prompt goes in as faster-whisper's `hotwords` text, which precedes EVERY 30 s window
         # (its initial_prompt reaches only the first); for the first window the tokens are the same.
         pieces, info = self.model.transcribe(
             audio,
             language=options.language,
             task=options.task,
             beam_size=self.beam_size,
+            temperature=0.0,
             word_timestamps=options.word_timestamps,
             condition_on_previous_text=False,
             vad_filter=False,

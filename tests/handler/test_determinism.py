@@ -89,3 +89,27 @@ def test_a_transcript_depends_only_on_its_audio(
     alone = np.concatenate([frame.to_ndarray().reshape(-1) for frame in frames])
     [transcript] = whisper.transcribe([alone])
     assert first[f"a-{CLIPS[3]}"][0] == transcript.text.strip()
+
+
+def test_hard_audio_is_decoded_once_at_temperature_zero(
+    tiny_en_dir: Path, data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Speech under heavy noise, then noise alone: tiny.en's greedy reading repeats itself, which
+    faster-whisper's fallback would resample at temperatures 0.2 ... 1.0 from a generator no one can
+    seed per audio (a different transcript on every run). Decoded at temperature 0 only, the same
+    audio gives the same transcript in fresh engines."""
+    import soundfile
+
+    from handler.engines.whisper import WhisperEngine
+
+    speech, _ = soundfile.read(str(data_dir / "librispeech_1089-134686-0001.wav"), dtype="float32")
+    noise = 0.05 * np.random.default_rng(0).standard_normal(speech.size + 5 * SAMPLE_RATE).astype(np.float32)
+    audio = np.concatenate([speech, np.zeros(5 * SAMPLE_RATE, np.float32)]) + noise
+    caplog.set_level("DEBUG", logger="faster_whisper")
+    texts = {WhisperEngine("tiny.en", tiny_en_dir, streams=1).transcribe([audio])[0].text for _ in range(2)}
+    assert len(texts) == 1 and "belly" in next(iter(texts)), texts
+    tried = [
+        r.getMessage() for r in caplog.records if "threshold is not met with temperature" in r.getMessage()
+    ]
+    # The clip is hard enough to have triggered the fallback; no temperature but 0 was tried.
+    assert tried and all("temperature 0.0 " in message for message in tried), tried
