@@ -172,7 +172,10 @@ Prompt = Annotated[
     str,
     Field(
         max_length=MAX_PROMPT_CHARS,
-        description="Text Whisper reads before every 30 s window of the audio (names, spellings, style).",
+        description=(
+            "Text Whisper reads before every 30 s window of the audio (names, spellings, style). "
+            "With the hotwords it gets 223 tokens; a longer prompt keeps its end."
+        ),
     ),
 ]
 Hotwords = Annotated[

@@ -46,8 +46,11 @@ WHISPER_MAX_CHUNK_S = 30.0
 # Audios a call should carry per stream: enough that no stream idles while another finishes.
 AUDIOS_PER_STREAM = 16
 # Whisper reads at most half its 448-token context as the text before a window (faster-whisper
-# cuts the rest): the prompt and hotwords together get this many tokens.
+# cuts the rest from the END, where the hotwords are): the prompt and hotwords together get this
+# many tokens. Hotwords that do not fit are refused; a prompt is cut from its start to what the
+# hotwords leave, as OpenAI's Whisper keeps a long prompt's end, but keeps at least this many tokens.
 CONTEXT_TOKENS = 223
+MIN_PROMPT_TOKENS = 32
 
 
 def _clamp(value: float, duration: float) -> float:
@@ -135,6 +138,32 @@ class WhisperEngine(Engine):
                 f"model {self.model_id!r} {why} and cannot translate; use a multilingual Whisper model "
                 "other than large-v3-turbo, or task 'transcribe'",
             )
+        return self._context_problem(options)
+
+    def _tokens(self, text: str) -> int:
+        return len(self.model.hf_tokenizer.encode(" " + text, add_special_tokens=False).ids)
+
+    def _context_problem(self, options: DecodeOptions) -> OptionProblem | None:
+        """Hotwords that do not fit Whisper's context, or leave a prompt too little of it: refused,
+        as faster-whisper would silently cut them."""
+        words = _hotword_text(options)
+        used = self._tokens(words) if words else 0
+        if used > CONTEXT_TOKENS:
+            return OptionProblem(
+                "hotwords",
+                f"the hotwords take {used} tokens; model {self.model_id!r} reads at most {CONTEXT_TOKENS} "
+                "tokens of prompt and hotwords together before each 30 s window: use fewer or shorter hotwords",
+            )
+        prompt = (options.prompt or "").strip()
+        if prompt and words:
+            room = CONTEXT_TOKENS - used - 1  # one token for the space between them
+            if room < min(MIN_PROMPT_TOKENS, self._tokens(prompt)):
+                return OptionProblem(
+                    "prompt",
+                    f"the hotwords take {used} of the {CONTEXT_TOKENS} tokens model {self.model_id!r} reads "
+                    f"before each 30 s window, leaving {max(room, 0)} for the prompt (it needs at least "
+                    f"{MIN_PROMPT_TOKENS}, or all of a shorter prompt): use fewer hotwords or a shorter prompt",
+                )
         return None
 
     def transcribe(
@@ -193,18 +222,27 @@ class WhisperEngine(Engine):
     def _context(self, options: DecodeOptions) -> str | None:
         """The text Whisper reads before each window: the prompt, then the hotwords.
 
-        The hotwords are kept whole and the prompt's end (nearest the speech) kept within
-        CONTEXT_TOKENS, as Whisper keeps the end of a long prompt."""
-        words = ", ".join(word.strip() for word in options.hotwords if word.strip())
+        check_options has made sure the hotwords fit CONTEXT_TOKENS whole and leave the prompt
+        room; a prompt longer than that room loses its start (its end, nearest the speech, is kept,
+        as Whisper keeps the end of a long prompt), so faster-whisper never cuts the hotwords."""
+        words = _hotword_text(options)
         prompt = (options.prompt or "").strip()
         if not prompt:
             return words or None
-        encode = self.model.hf_tokenizer.encode
-        budget = CONTEXT_TOKENS - (len(encode(" " + words, add_special_tokens=False).ids) + 1 if words else 0)
-        tokens = encode(" " + prompt, add_special_tokens=False).ids
-        if len(tokens) > budget:
-            prompt = self.model.hf_tokenizer.decode(tokens[-max(budget, 0) :]).strip() if budget > 0 else ""
-        return f"{prompt} {words}".strip() or None
+        tokenizer = self.model.hf_tokenizer
+        tokens = tokenizer.encode(" " + prompt, add_special_tokens=False).ids
+        keep = min(len(tokens), CONTEXT_TOKENS - (self._tokens(words) + 1 if words else 0))
+        while keep > 0:
+            context = f"{tokenizer.decode(tokens[-keep:]).strip()} {words}".strip()
+            # Counted as a whole: a cut inside a word can encode to more tokens than it was.
+            if self._tokens(context) <= CONTEXT_TOKENS:
+                return context
+            keep -= 1
+        return words or None
+
+
+def _hotword_text(options: DecodeOptions) -> str:
+    return ", ".join(word.strip() for word in options.hotwords if word.strip())
 
 
 def _detection(info: TranscriptionInfo, options: DecodeOptions, multilingual: bool) -> dict[str, object]:

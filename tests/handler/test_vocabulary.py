@@ -26,6 +26,8 @@ from handler.longform import transcribe_long
 from tests.handler.test_determinism import OneEngineRegistry
 from tests.handler.test_formats_cues import _parse
 
+LONG_PROMPT = ("A long tutorial about node based image generation workflows. " * 40)[:1900]
+
 
 @pytest.fixture(scope="module")
 def whisper(tiny_en_dir: Path) -> Engine:
@@ -103,6 +105,24 @@ def test_the_prompt_reaches_every_chunk_of_a_long_file(whisper: Engine, data_dir
             "input.items.1.language",
             "'xx'",
         ),
+        # Whisper reads 223 tokens of prompt and hotwords before a window: what does not fit is
+        # refused, never cut silently.
+        ({"hotwords": [f"Word{i}" for i in range(100)]}, "input.hotwords", "at most 223 tokens"),
+        ({"prompt": LONG_PROMPT, "hotwords": [f"Word{i}" for i in range(70)]}, "input.prompt", "of the 223"),
+        (
+            {
+                "items": [
+                    {"id": "a", "audio": "data:audio/wav;base64,AA==", "hotwords": ["ComfyUI"]},
+                    {
+                        "id": "b",
+                        "audio": "data:audio/wav;base64,AA==",
+                        "hotwords": [f"W{i}x" for i in range(90)],
+                    },
+                ]
+            },
+            "input.items.1.hotwords",
+            "use fewer or shorter hotwords",
+        ),
     ],
 )
 def test_what_the_model_cannot_do_is_invalid_input_naming_field_and_model(
@@ -115,6 +135,23 @@ def test_what_the_model_cannot_do_is_invalid_input_naming_field_and_model(
     error = JobError.from_runpod_error(answer["error"])
     assert error.code == "invalid_input" and error.fields == [field]
     assert "tiny.en" in error.message and named in error.message
+
+
+def test_a_long_prompt_loses_its_start_and_the_hotwords_stay_whole(whisper: Engine) -> None:
+    from faster_whisper.tokenizer import Tokenizer
+
+    options = DecodeOptions(prompt=LONG_PROMPT + " The end.", hotwords=("ComfyUI", "Krita"))
+    assert whisper.check_options(options) is None
+    context = whisper._context(options)
+    assert context.endswith("The end. ComfyUI, Krita") and len(context) < len(LONG_PROMPT)
+    # What faster-whisper puts before each window: nothing of the hotwords is cut.
+    model = whisper.model
+    tokenizer = Tokenizer(model.hf_tokenizer, False, task="transcribe", language="en")
+    before = model.get_prompt(tokenizer, [], hotwords=context)
+    end = before.index(tokenizer.sot)
+    hotwords = tokenizer.encode(" ComfyUI, Krita")
+    assert before[end - len(hotwords) : end] == hotwords
+    assert tokenizer.decode(before[1:end]).strip() == context
 
 
 def test_a_runpod_console_request_with_every_option(data_dir: Path, tmp_path: Path) -> None:
