@@ -93,3 +93,32 @@ def test_without_a_bucket_the_client_cuts_the_same_subtitles_from_the_inline_ans
     assert all(len(block.split("\n")[2]) <= 20 for block in blocks)
     body = json.loads(files["json"])
     assert body["task"] == "translate" and "words" not in body["segments"][0]
+
+
+def test_without_a_bucket_a_diarized_answer_gives_the_workers_files() -> None:
+    """The inline answer of a diarize job: json lists the speakers, srt/txt name them, as a worker writes them."""
+    from stenopod.backlog.inline_results import render_result
+    from stenopod.formats import TranscriptDocument, render
+    from stenopod.schema import ItemResult, OutputFormat
+
+    result = {
+        "id": "a", "status": "ok", "text": "Hi there. Hello.", "duration_s": 2.0, "language": "en",
+        "speakers": ["SPEAKER_0", "SPEAKER_1"],
+        "segments": [
+            {"id": 0, "start": 0.0, "end": 1.0, "text": "Hi there.", "speaker": "SPEAKER_0", "avg_logprob": -0.2},
+            {"id": 1, "start": 1.0, "end": 2.0, "text": "Hello.", "speaker": "SPEAKER_1"},
+        ],
+    }  # fmt: skip
+    files = render_result(result, ("json", "srt", "txt"), "segment")
+    parsed = ItemResult.model_validate(result)
+    worker = TranscriptDocument(
+        text=parsed.text or "",
+        segments=parsed.segments or [],
+        language="en",
+        duration=2.0,
+        speakers=parsed.speakers,
+    )
+    for fmt in ("json", "srt", "txt"):
+        assert files[fmt] == render(OutputFormat(fmt), worker), fmt
+    assert json.loads(files["json"])["speakers"] == ["SPEAKER_0", "SPEAKER_1"]
+    assert "SPEAKER_1: Hello." in files["srt"].decode()

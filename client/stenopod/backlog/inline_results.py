@@ -45,6 +45,7 @@ def render_result(
         language=parsed.language,
         duration=parsed.duration_s or 0.0,
         word_timestamps=timestamps == Timestamps.word.value,
+        speakers=parsed.speakers,
         task=task,
         language_probability=parsed.language_probability,
         subtitles=Subtitles(**subtitles) if subtitles is not None else None,
