@@ -16,7 +16,7 @@ from pathlib import Path
 import openai
 import pytest
 import requests
-from stenopod.local.openai_api import MAX_UPLOAD_BYTES, schema_has, translation_available
+from stenopod.local.openai_api import MAX_FIELD_BYTES, MAX_UPLOAD_BYTES
 
 from tests.local.conftest import wait_until
 from tests.support.servers import free_port
@@ -100,6 +100,9 @@ def test_every_response_format_through_the_workers(
     assert verbose.text == text and verbose.words is None
     assert verbose.segments and " ".join(s.text for s in verbose.segments) == text
     assert all(0 <= s.start < s.end <= verbose.duration + 0.05 for s in verbose.segments)
+    # Whisper's own quality measures, as OpenAI's segments have them.
+    for segment in verbose.segments:
+        assert segment.avg_logprob < 0 and segment.compression_ratio > 0 and 0 <= segment.no_speech_prob <= 1
 
     srt, vtt = answers["srt"], answers["vtt"]
     assert srt.startswith("1\n00:00:0") and " --> 00:00:0" in srt.splitlines()[1]
@@ -186,29 +189,41 @@ def test_bad_parameters_are_refused_before_any_job_naming_the_field(
 
 
 def test_translations(client: openai.OpenAI, data_dir: Path) -> None:
-    audio = (data_dir / SPEECH).read_bytes()
-    if translation_available():
-        # The served tiny.en is English-only: it cannot translate, and says so naming itself
-        # (tests/handler/test_whisper_base.py translates German with the multilingual Whisper base).
-        with pytest.raises(openai.BadRequestError) as caught:
-            client.audio.translations.create(model="whisper-1", file=(SPEECH, audio))
-        assert caught.value.body["code"] == "invalid_input"
-        assert (
-            "tiny.en" in caught.value.body["message"] and "cannot translate" in caught.value.body["message"]
-        )
-    else:
-        with pytest.raises(openai.BadRequestError) as caught:
-            client.audio.translations.create(model="whisper-1", file=(SPEECH, audio))
-        assert caught.value.body["code"] == "translation_unavailable"
-        assert "/v1/audio/transcriptions" in caught.value.body["message"]
+    # The served tiny.en is English-only: it cannot translate, and says so naming itself
+    # (tests/handler/test_whisper_base.py translates German with the multilingual Whisper base).
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.audio.translations.create(model="whisper-1", file=(SPEECH, (data_dir / SPEECH).read_bytes()))
+    error = caught.value.body
+    assert error["code"] == "invalid_input" and error["param"] == "model"
+    assert "tiny.en" in error["message"] and "cannot translate" in error["message"]
 
 
 def test_prompt(client: openai.OpenAI, data_dir: Path) -> None:
     audio = (data_dir / SPEECH).read_bytes()
-    if schema_has("prompt"):
-        answer = client.audio.transcriptions.create(model="whisper-1", file=(SPEECH, audio), prompt="Belly.")
-        assert "belly" in _normalised(answer.text)
-    else:  # never silently dropped: the caller learns the prompt was not used
-        with pytest.raises(openai.BadRequestError) as caught:
-            client.audio.transcriptions.create(model="whisper-1", file=(SPEECH, audio), prompt="Belly.")
-        assert caught.value.body["param"] == "prompt"
+    answer = client.audio.transcriptions.create(model="whisper-1", file=(SPEECH, audio), prompt="Belly.")
+    assert "belly" in _normalised(answer.text)
+    # A prompt the job input refuses names the form's field.
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.audio.transcriptions.create(model="whisper-1", file=(SPEECH, audio), prompt="x " * 1500)
+    assert caught.value.body["code"] == "invalid_input" and caught.value.body["param"] == "prompt"
+
+
+def test_a_field_given_twice_or_a_form_over_its_cap_is_refused(served: str) -> None:
+    before = _completed_jobs(served)
+    url, headers = f"{served}/v1/audio/transcriptions", {"Authorization": f"Bearer {API_KEY}"}
+    twice = [("prompt", (None, "a")), ("prompt", (None, "b")), ("file", ("a.wav", b"RIFF"))]
+    answer = requests.post(url, files=twice, headers=headers, timeout=30)
+    assert answer.status_code == 400
+    assert (
+        answer.json()["error"]["param"] == "prompt" and "more than once" in answer.json()["error"]["message"]
+    )
+    # Every field under its own cap, the form over the file's cap plus the fields' allowance.
+    fields = [(name, (None, "x" * (MAX_FIELD_BYTES - 10))) for name in ("prompt", "model")]
+    big = [*fields, ("file", ("a.wav", b"\0" * (MAX_UPLOAD_BYTES - 1000)))]
+    answer = requests.post(url, files=big, headers=headers, timeout=60)
+    assert answer.status_code == 413
+    error = answer.json()["error"]
+    assert (
+        error["code"] == "too_large" and error["param"] == "file" and "the form is larger" in error["message"]
+    )
+    assert _completed_jobs(served) == before

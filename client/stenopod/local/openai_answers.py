@@ -30,8 +30,16 @@ _CLIENT_ERRORS: dict[ErrorCode, tuple[int, str | None]] = {
     ErrorCode.model_unavailable: (400, "model"),
     ErrorCode.output_too_large: (400, "file"),
 }
-# Job input fields as the OpenAI form calls them, for the error object's `param`.
-_FORM_FIELDS = {"input.audio": "file", "input.model": "model", "input.language": "language"}
+# Job input fields as the OpenAI form calls them, for the error object's `param`. The task comes
+# from the route, not the form: a model that cannot translate is the `model` the caller chose.
+_FORM_FIELDS = {
+    "input.audio": "file",
+    "input.model": "model",
+    "input.language": "language",
+    "input.prompt": "prompt",
+    "input.task": "model",
+    "input.timestamps": "timestamp_granularities[]",
+}
 
 
 class OpenAIError(Exception):
@@ -90,8 +98,9 @@ def transcript_response(
 def verbose_json(result: ItemResult, granularities: set[str], task: str) -> dict[str, Any]:
     """OpenAI's verbose_json: segments unless only words were asked for, words when asked for.
 
-    Segment fields the engines do not produce (tokens, seek, avg_logprob, compression_ratio,
-    no_speech_prob) are left out rather than invented.
+    A segment carries Whisper's avg_logprob, compression_ratio and no_speech_prob where the
+    engine gave them; fields no engine produces (tokens, seek, temperature) are left out rather
+    than invented, and so is a word's probability, which OpenAI's word object has no place for.
     """
     segments = result.segments or []
     body: dict[str, Any] = {
@@ -112,12 +121,17 @@ def verbose_json(result: ItemResult, granularities: set[str], task: str) -> dict
 
 
 def _segment(segment: Segment) -> dict[str, Any]:
+    quality = {
+        name: value
+        for name in ("avg_logprob", "compression_ratio", "no_speech_prob")
+        if (value := getattr(segment, name)) is not None
+    }
     return {
         "id": segment.id,
         "start": _seconds(segment.start),
         "end": _seconds(segment.end),
         "text": segment.text,
-    }
+    } | quality
 
 
 def _text(result: ItemResult) -> str:

@@ -33,7 +33,7 @@ from stenopod.local.openai_answers import (
     job_error_to_openai,
     transcript_response,
 )
-from stenopod.schema import ItemResult, JobError, JobInput, JobOutput
+from stenopod.schema import ItemResult, JobError, JobOutput
 
 if TYPE_CHECKING:
     from stenopod.local.server import LocalEndpoint
@@ -42,6 +42,9 @@ log = logging.getLogger("stenopod.local")
 
 MAX_UPLOAD_BYTES = 10 * 1000**2  # = the worker's default STENOPOD_MAX_DATA_URI_BYTES
 MAX_FIELD_BYTES = 64 * 1024  # every form field but the file (a prompt is a few hundred words)
+# The whole form: the file's cap plus one field's worth for all the others together, so the
+# server never holds much more than one upload per request, however the form is made up.
+MAX_FORM_BYTES = MAX_UPLOAD_BYTES + MAX_FIELD_BYTES
 UPLOAD_ITEM_ID = "upload"
 # OpenAI's own model names: code written for OpenAI sends one of these; it gets the server's default.
 OPENAI_MODEL_NAMES = frozenset({"whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"})
@@ -49,6 +52,8 @@ FORM_FIELDS = frozenset(
     {"file", "model", "language", "prompt", "response_format", "temperature", "stream"}
     | {"timestamp_granularities[]", "timestamp_granularities"}
 )
+# The only field given more than once: one value per granularity. Any other is given at most once.
+LIST_FIELDS = frozenset({"timestamp_granularities"})
 DISCONNECT_POLL_S = 1.0
 _MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+-]*/[A-Za-z0-9][A-Za-z0-9.+-]*$")
 
@@ -65,23 +70,6 @@ class AudioRequest:
     response_format: str = "json"
     temperature: float = 0.0
     granularities: list[str] = field(default_factory=list)
-
-
-def schema_has(name: str) -> bool:
-    """Whether the job input takes this field (prompt and task are being added to the schema)."""
-    return name in JobInput.model_fields
-
-
-def translation_available() -> bool:
-    """True once the job input takes task="translate"; until then /translations refuses clearly."""
-    if not schema_has("task"):
-        return False
-    probe = {"audio": "data:audio/wav;base64,", "task": "translate"}
-    try:
-        JobInput.model_validate(probe)
-    except ValueError:
-        return False
-    return True
 
 
 class OpenAIRoutes:
@@ -123,13 +111,7 @@ class OpenAIRoutes:
         return await self._transcribe(request, "transcribe")
 
     async def translations(self, request: web.Request) -> web.StreamResponse:
-        if not translation_available():
-            raise OpenAIError(
-                400,
-                "translation is unavailable: this server's workers transcribe in the spoken language "
-                "only; use /v1/audio/transcriptions",
-                code="translation_unavailable",
-            )
+        # A model that cannot translate refuses the job on the worker (invalid_input, param "model").
         return await self._transcribe(request, "translate")
 
     async def _transcribe(self, request: web.Request, task: str) -> web.StreamResponse:
@@ -185,13 +167,6 @@ def build_job_input(form: AudioRequest, task: str) -> dict[str, Any]:
     if form.language is not None:
         job_input["language"] = form.language
     if form.prompt:
-        if not schema_has("prompt"):
-            raise OpenAIError(
-                400,
-                "prompt: this server's workers take no prompt; send the request without one",
-                param="prompt",
-                code="unsupported_parameter",
-            )
         job_input["prompt"] = form.prompt
     if task != "transcribe":
         job_input["task"] = task
@@ -199,7 +174,8 @@ def build_job_input(form: AudioRequest, task: str) -> dict[str, Any]:
 
 
 async def read_form(request: web.Request) -> AudioRequest:
-    """The multipart form, streamed: the file is refused as soon as it passes MAX_UPLOAD_BYTES."""
+    """The multipart form, streamed: refused as soon as the file passes MAX_UPLOAD_BYTES, a field
+    MAX_FIELD_BYTES or the whole form MAX_FORM_BYTES, or when a field is given twice."""
     if not request.content_type.startswith("multipart/"):
         raise OpenAIError(
             400,
@@ -209,6 +185,7 @@ async def read_form(request: web.Request) -> AudioRequest:
     form = AudioRequest()
     fields: dict[str, list[str]] = {}
     seen_file = False
+    budget = _FormBudget()
     reader = await request.multipart()
     while (part := await reader.next()) is not None:
         if not isinstance(part, BodyPartReader):
@@ -218,15 +195,20 @@ async def read_form(request: web.Request) -> AudioRequest:
             raise OpenAIError(
                 400, f"{name}: not a parameter this server takes", param=name, code="unsupported_parameter"
             )
+        key = name.removesuffix("[]")
+        if (name == "file" and seen_file) or (name != "file" and key not in LIST_FIELDS and key in fields):
+            raise OpenAIError(400, f"{name}: given more than once", param=name, code="invalid_request")
+        if key in LIST_FIELDS and len(fields.get(key, [])) >= len(GRANULARITIES):
+            raise OpenAIError(400, f"{name}: at most {len(GRANULARITIES)} values (word, segment)", param=name)
         if name == "file":
-            form.audio = await _read_capped(part, MAX_UPLOAD_BYTES, "file")
+            form.audio = await _read_capped(part, MAX_UPLOAD_BYTES, "file", budget)
             media_type = part.headers.get("Content-Type", "").split(";", 1)[0].strip()
             if _MEDIA_TYPE.match(media_type):
                 form.media_type = media_type
             seen_file = True
         else:
-            raw = await _read_capped(part, MAX_FIELD_BYTES, name)
-            fields.setdefault(name.removesuffix("[]"), []).append(raw.decode("utf-8", "replace").strip())
+            raw = await _read_capped(part, MAX_FIELD_BYTES, name, budget)
+            fields.setdefault(key, []).append(raw.decode("utf-8", "replace").strip())
     if not seen_file:
         raise OpenAIError(400, "file: required (the audio, as a multipart file part)", param="file")
     if not form.audio:
@@ -276,8 +258,8 @@ def _apply_fields(form: AudioRequest, fields: dict[str, list[str]]) -> None:
 
 def _temperature(raw: str | None) -> float:
     """Checked as OpenAI checks it (a number from 0 to 1), then not used: the engines decode
-    deterministically (Whisper: beam search at 0, raised only where a window fails faster-whisper's
-    quality checks; Parakeet: no sampling), so a transcript depends only on its audio and options."""
+    deterministically (Whisper: beam search at temperature 0 only; Parakeet: no sampling), so a
+    transcript depends only on its audio and options."""
     if raw is None or raw == "":
         return 0.0
     try:
@@ -289,11 +271,19 @@ def _temperature(raw: str | None) -> float:
     return value
 
 
-async def _read_capped(part: BodyPartReader, cap: int, name: str) -> bytes:
+@dataclass
+class _FormBudget:
+    """What is left of MAX_FORM_BYTES for the parts still to come."""
+
+    left: int = MAX_FORM_BYTES
+
+
+async def _read_capped(part: BodyPartReader, cap: int, name: str, budget: _FormBudget) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while chunk := await part.read_chunk(256 * 1024):
         size += len(chunk)
+        budget.left -= len(chunk)
         if size > cap:
             what = (
                 f"file: larger than this server's {cap:,}-byte upload limit (audio travels to the "
@@ -303,5 +293,13 @@ async def _read_capped(part: BodyPartReader, cap: int, name: str) -> bytes:
                 else f"{name}: longer than {cap:,} bytes"
             )
             raise OpenAIError(413, what, param=name, code="too_large")
+        if budget.left < 0:
+            raise OpenAIError(
+                413,
+                f"{name}: the form is larger than this server's {MAX_FORM_BYTES:,}-byte limit (the file's "
+                f"{MAX_UPLOAD_BYTES:,} bytes plus {MAX_FIELD_BYTES:,} for all other fields together)",
+                param=name,
+                code="too_large",
+            )
         chunks.append(chunk)
     return b"".join(chunks)
