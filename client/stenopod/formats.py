@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from stenopod.schema import OutputFormat, Segment, Subtitles, Word
-from stenopod.subtitles import subtitle_spans
+from stenopod.subtitles import speaker_line_prefix, subtitle_spans
 
 CONTENT_TYPES: dict[OutputFormat, str] = {
     OutputFormat.json: "application/json",
@@ -103,8 +103,8 @@ def render_txt(doc: TranscriptDocument) -> str:
 def render_srt(doc: TranscriptDocument) -> str:
     """SubRip: numbered cues, HH:MM:SS,mmm --> HH:MM:SS,mmm, a blank line after each cue."""
     cues = []
-    for number, (start, end, text, speaker) in enumerate(_cues(doc), start=1):
-        line = f"{speaker}: {text}" if speaker is not None else text
+    for number, (start, end, text, speaker) in enumerate(_cues(doc, speaker_prefix=True), start=1):
+        line = f"{speaker_line_prefix(speaker)}{text}" if speaker is not None else text
         cues.append(f"{number}\n{_srt_ms(start)} --> {_srt_ms(end)}\n{line}\n")
     return "\n".join(cues)
 
@@ -148,7 +148,7 @@ def _split_ms(total_ms: int) -> tuple[int, int, int, int]:
     return hours, minutes, secs, millis
 
 
-def _cues(doc: TranscriptDocument) -> list[tuple[int, int, str, str | None]]:
+def _cues(doc: TranscriptDocument, speaker_prefix: bool = False) -> list[tuple[int, int, str, str | None]]:
     """(start_ms, end_ms, text, speaker) per non-empty segment: in order, never overlapping, each end > start.
 
     Deterministic, and done in whole milliseconds so what is written is what was checked:
@@ -159,10 +159,12 @@ def _cues(doc: TranscriptDocument) -> list[tuple[int, int, str, str | None]]:
     - a cue whose end is not after its (possibly moved) start is shown for ZERO_LENGTH_CUE_MS, or
       less, up to the first later original start, where one comes sooner; that bound is always after
       the start, so every cue lasts at least 1 ms, and cues sharing one start follow one another.
+    speaker_prefix: srt shows "SPEAKER_n: " before a diarized cue, which counts in its first line's
+    width (vtt's voice tag is not shown).
     json is not affected: it keeps the engine's segments as they are.
     """
     if doc.subtitles is not None:
-        spans = subtitle_spans(doc.segments, doc.subtitles)
+        spans = subtitle_spans(doc.segments, doc.subtitles, speaker_prefix)
     else:
         spans = [(seg.start, seg.end, " ".join(seg.text.split()), seg.speaker) for seg in doc.segments]
     pending: list[tuple[int, int, int, str, str | None]] = []

@@ -5,8 +5,9 @@ one a whole sentence. With the job's `subtitles` limits the srt/vtt cues are cut
 words: at most max_line_count lines of at most max_line_width characters (a single longer word
 stands alone on its line), shown for at most max_duration_s, a new cue after a long pause, and a
 cue ending, or its line breaking, at a sentence end where one falls well inside the limits. A
-diarized transcript starts a new cue where the speaker changes (srt's "SPEAKER_0: " prefix comes
-on top of the line width; vtt names the speaker in a voice tag that is not shown as text).
+diarized transcript starts a new cue where the speaker changes; srt's "SPEAKER_0: " prefix counts
+in the width of the cue's first line (vtt names the speaker in a voice tag that is not shown as
+text, so its lines keep the whole width).
 stenopod.formats turns the spans into timed cues (in order, never overlapping); json keeps the
 engine's segments.
 """
@@ -38,25 +39,40 @@ class _Word:
         return self.text.rstrip("\"')]»”").endswith(SENTENCE_ENDS)
 
 
-def subtitle_spans(segments: list[Segment], limits: Subtitles) -> list[tuple[float, float, str, str | None]]:
-    """(start_s, end_s, text with "\\n" between lines, speaker) per cue, in the words' order."""
+def subtitle_spans(
+    segments: list[Segment], limits: Subtitles, speaker_prefix: bool = False
+) -> list[tuple[float, float, str, str | None]]:
+    """(start_s, end_s, text with "\\n" between lines, speaker) per cue, in the words' order.
+
+    speaker_prefix: the cue's first line will be shown after "SPEAKER_n: " (srt), which then
+    counts in that line's width."""
     spans: list[tuple[float, float, str, str | None]] = []
     cue: list[_Word] = []
-    capacity = limits.max_line_width * limits.max_line_count
     for word in _words(segments):
         if cue:
+            indent = _indent(cue[0], speaker_prefix)
+            capacity = limits.max_line_width * limits.max_line_count - indent
             candidate = [*cue, word]
             too_long = word.end - cue[0].start > limits.max_duration_s
-            too_wide = _layout(candidate, limits) is None
+            too_wide = _layout(candidate, limits, indent) is None
             paused = word.start - cue[-1].end >= PAUSE_S or word.speaker != cue[-1].speaker
             sentence_done = cue[-1].ends_sentence and _chars(cue) >= SENTENCE_BREAK_FILL * capacity
             if too_long or too_wide or paused or sentence_done:
-                spans.append(_span(cue, limits))
+                spans.append(_span(cue, limits, indent))
                 cue = []
         cue.append(word)
     if cue:
-        spans.append(_span(cue, limits))
+        spans.append(_span(cue, limits, _indent(cue[0], speaker_prefix)))
     return spans
+
+
+def speaker_line_prefix(speaker: str) -> str:
+    """What srt shows before a diarized cue's first line."""
+    return f"{speaker}: "
+
+
+def _indent(first: _Word, speaker_prefix: bool) -> int:
+    return len(speaker_line_prefix(first.speaker)) if speaker_prefix and first.speaker is not None else 0
 
 
 def _words(segments: list[Segment]) -> list[_Word]:
@@ -89,34 +105,39 @@ def _chars(words: list[_Word]) -> int:
     return sum(len(word.text) for word in words) + max(len(words) - 1, 0)
 
 
-def _layout(words: list[_Word], limits: Subtitles) -> list[str] | None:
+def _layout(words: list[_Word], limits: Subtitles, indent: int = 0) -> list[str] | None:
     """The cue's lines, or None when the words do not fit the limits.
 
     A line break at a sentence end is taken where the lines still fit; otherwise the lines are
-    filled greedily, a word longer than a line standing on a line of its own."""
+    filled greedily, a word longer than a line standing on a line of its own. The first line has
+    `indent` characters less room (the speaker prefix srt puts before it)."""
     texts = [word.text for word in words]
+    width = limits.max_line_width
     for index in range(len(words) - 1):
         if words[index].ends_sentence:
             head = " ".join(texts[: index + 1])
-            tail = _wrap(texts[index + 1 :], limits.max_line_width)
-            if len(head) <= limits.max_line_width and len(tail) + 1 <= limits.max_line_count:
+            tail = _wrap(texts[index + 1 :], width)
+            if indent + len(head) <= width and len(tail) + 1 <= limits.max_line_count:
                 return [head, *tail]
-    lines = _wrap(texts, limits.max_line_width)
+    lines = _wrap(texts, width, indent)
     return lines if len(lines) <= limits.max_line_count else None
 
 
-def _wrap(texts: list[str], width: int) -> list[str]:
+def _wrap(texts: list[str], width: int, indent: int = 0) -> list[str]:
     lines: list[str] = []
     for text in texts:
-        if lines and len(lines[-1]) + 1 + len(text) <= width:
+        room = width - (indent if len(lines) == 1 else 0)
+        if lines and len(lines[-1]) + 1 + len(text) <= room:
             lines[-1] = f"{lines[-1]} {text}"
         else:
             lines.append(text)
     return lines
 
 
-def _span(words: list[_Word], limits: Subtitles) -> tuple[float, float, str, str | None]:
-    lines = _layout(words, limits) or _wrap([word.text for word in words], limits.max_line_width)
+def _span(words: list[_Word], limits: Subtitles, indent: int = 0) -> tuple[float, float, str, str | None]:
+    lines = _layout(words, limits, indent) or _wrap(
+        [word.text for word in words], limits.max_line_width, indent
+    )
     start = words[0].start
     # One word said slower than the limit still gets a cue no longer than the limit.
     end = min(max(word.end for word in words), start + limits.max_duration_s)

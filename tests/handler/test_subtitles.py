@@ -99,3 +99,34 @@ def test_segments_without_word_times_are_still_cut_to_the_limits() -> None:
     cues = _cues(segments, limits)
     _assert_within(cues, limits)
     assert [w for _, _, t in cues for w in t.split()] == text.split()
+
+
+def test_the_srt_speaker_prefix_counts_in_the_line_width() -> None:
+    """A diarized srt line reads "SPEAKER_0: ..." and still fits max_line_width; vtt's voice tag is
+    not shown, so its lines keep the whole width."""
+    words = [
+        Word(start=i * 0.3, end=i * 0.3 + 0.25, word=f"w{i:02d}", speaker=f"SPEAKER_{i // 12}")
+        for i in range(24)
+    ]
+    segments = [Segment(id=0, start=0.0, end=7.2, text=" ".join(w.word for w in words), words=words)]
+    limits = Subtitles(max_line_width=24, max_line_count=2, max_duration_s=6)
+    doc = TranscriptDocument(
+        text="",
+        segments=segments,
+        language="en",
+        duration=8.0,
+        speakers=["SPEAKER_0", "SPEAKER_1"],
+        subtitles=limits,
+    )
+    srt = _parse(OutputFormat.srt, render(OutputFormat.srt, doc).decode())
+    _assert_within(srt, limits)
+    assert all(text.startswith(("SPEAKER_0: ", "SPEAKER_1: ")) for _, _, text in srt)
+    assert [w for _, _, text in srt for w in text.split() if not w.startswith("SPEAKER")] == [
+        w.word for w in words
+    ]
+    vtt = _parse(OutputFormat.vtt, render(OutputFormat.vtt, doc).decode())
+    shown = [(start, end, text.split(">", 1)[1]) for start, end, text in vtt]
+    _assert_within(shown, limits)
+    # "w00 w01 w02 w03 w04 w05" (23 characters) fills a vtt line; after "SPEAKER_0: " only 3 words fit.
+    assert shown[0][2].split("\n")[0] == "w00 w01 w02 w03 w04 w05"
+    assert srt[0][2].split("\n")[0] == "SPEAKER_0: w00 w01 w02"
