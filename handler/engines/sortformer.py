@@ -152,10 +152,13 @@ def _calls(durations: list[float], limits: BatchLimits) -> list[list[int]]:
 
 def _quiet_streaming_progress() -> None:
     """NeMo's streaming loop draws a tqdm bar per call whenever the model is not training; on a
-    worker that is one bar per batch in the log. The loop reads the name from its module."""
-    from functools import partial
-
+    worker that is one bar per batch in the log. The loop reads the name from its module and passes
+    disable= itself (disable=self.training), so a partial's disable=True would be overridden: the
+    wrapper sets it after the caller's arguments."""
     from nemo.collections.asr.models import sortformer_diar_models
     from tqdm import tqdm
 
-    sortformer_diar_models.tqdm = partial(tqdm, disable=True)  # type: ignore[attr-defined]
+    def silent_tqdm(*args: Any, **kwargs: Any) -> tqdm:
+        return tqdm(*args, **{**kwargs, "disable": True})
+
+    sortformer_diar_models.tqdm = silent_tqdm  # type: ignore[attr-defined]
