@@ -41,6 +41,13 @@ def test_a_completed_job_gives_claims_errors_and_unmentioned_items() -> None:
     assert "does not mention" in (d.error_message or "")
 
 
+def test_an_answer_too_large_to_carry_is_not_retried() -> None:
+    output = {"items": [_error("a", "output_too_large"), _error("b", "internal_error")]}
+    a, b = settle_final(_status("COMPLETED", output), ["a", "b"], None).outcomes
+    assert (a.error_code, a.retryable) == ("output_too_large", False)
+    assert (b.error_code, b.retryable) == ("internal_error", True)
+
+
 def test_the_workers_record_wins_over_the_status_answer() -> None:
     stored = SubmissionRecord(job_id="job-1", state="done", items=[_ok("a")])
     settled = settle_final(_status("COMPLETED", {"items": [_error("a", "internal_error")]}), ["a"], stored)

@@ -27,6 +27,9 @@ PERMANENT_CODES = frozenset(
         ErrorCode.too_long.value,
         ErrorCode.not_audio.value,
         ErrorCode.model_unavailable.value,
+        # The inline answer over RunPod's cap: the same items give the same transcripts, as large;
+        # the fix is an "output" bucket (the error says so), not another attempt billed in vain.
+        ErrorCode.output_too_large.value,
     }
 )
 _UNMENTIONED = "the job's answer does not mention this item"
