@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from stenopod.backlog.inline_payload import RUN_PAYLOAD_BYTES
+from stenopod.backlog.inline_payload import RUN_PAYLOAD_BYTES, inline_file_mb
 from stenopod.backlog.ledger import Ledger
 from stenopod.backlog.loop import BacklogRunner
 from stenopod.backlog.options import BacklogOptions
@@ -187,6 +187,10 @@ def test_a_file_too_large_for_a_run_body_is_a_usage_error_before_anything_is_sen
     assert code == 2
     message = capsys.readouterr().err
     assert str(big) in message and "8.0 MB" in message
+    # The limit as the README gives it, rounded down so a file of that size always fits.
+    assert f"files up to about {inline_file_mb()} MB" in message and inline_file_mb() == "7.4"
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert f"up to ~{inline_file_mb()} MB each" in readme
     assert "--output s3://bucket/prefix/" in message and "http(s):// URL" in message
     assert double.requests == []  # nothing submitted, not even a health check
     assert not (tmp_path / "out" / ".stenopod-state.sqlite").exists()

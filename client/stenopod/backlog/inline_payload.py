@@ -22,6 +22,8 @@ RUN_PAYLOAD_BYTES = 10 * 1000**2  # RunPod's limit on a /run request body
 ENVELOPE_BYTES = 16 * 1024
 ITEM_OVERHEAD_BYTES = 64  # {"id": "...", "audio": "..."}, around the id and the audio
 JOB_PAYLOAD_BYTES = RUN_PAYLOAD_BYTES - ENVELOPE_BYTES
+# The largest file that fits a job body once base64-encoded (beside a short id and media type).
+INLINE_FILE_BYTES = (JOB_PAYLOAD_BYTES - 100) * 3 // 4
 DEFAULT_MEDIA_TYPE = "application/octet-stream"
 
 
@@ -73,13 +75,19 @@ def data_uri(path: Path) -> str:
     return f"data:{media_type(path)};base64,{base64.b64encode(data).decode('ascii')}"
 
 
+def inline_file_mb() -> str:
+    """INLINE_FILE_BYTES in MB rounded down (7.4), as the messages and the README give it: a file
+    of the size a message names always fits."""
+    return f"{INLINE_FILE_BYTES // 100_000 / 10:.1f}"
+
+
 def _too_large(path: Path, size_bytes: int | None) -> str:
     size = f"{size_bytes / 1e6:.1f} MB" if size_bytes is not None else "too large"
     return (
         f"{path} ({size}) is too large to send to a RunPod endpoint without a bucket: local files "
         f"travel inside the job request as base64, and RunPod accepts at most "
         f"{RUN_PAYLOAD_BYTES // 1000**2} MB per request (files up to about "
-        f"{(JOB_PAYLOAD_BYTES - 100) * 3 // 4 / 1e6:.1f} MB). Either give --output "
+        f"{inline_file_mb()} MB). Either give --output "
         "s3://bucket/prefix/ (the file is uploaded there and the worker fetches it), or give the "
         "file as an http(s):// URL the worker can fetch"
     )
