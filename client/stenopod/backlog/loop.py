@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from stenopod.backlog.errors import UsageError
 from stenopod.backlog.following import (
@@ -31,6 +31,7 @@ from stenopod.backlog.following import (
     settle_final,
     settle_vanished,
 )
+from stenopod.backlog.id_book import keep_id_scheme
 from stenopod.backlog.inline_payload import (
     JOB_PAYLOAD_BYTES,
     TooLargeForInline,
@@ -51,6 +52,7 @@ from stenopod.backlog.preflight import (
 )
 from stenopod.backlog.progress import ProgressView
 from stenopod.backlog.report import BacklogReport, make_report, show_progress
+from stenopod.backlog.sources import SourceError, SourceItem, expand_sources
 from stenopod.backlog.staging import Stager
 from stenopod.backlog.states import ItemState, SubmissionState
 from stenopod.backlog.submitting import SubmitFailed, job_input, submit
@@ -60,9 +62,6 @@ from stenopod.output_location import OutputLocation
 from stenopod.pricing import PricingError, price_per_second
 from stenopod.storage import ObjectStore, S3Credentials, StorageError
 from stenopod.submission_record import SubmissionRecord, read_submission
-
-if TYPE_CHECKING:
-    from stenopod.backlog.sources import SourceItem
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +159,7 @@ class BacklogRunner:
             with ExitStack() as closing:
                 closing.enter_context(hold_lock(self.state_path))
                 self.ledger.set_meta("state_version", 1)
+                keep_id_scheme(self.ledger)  # before items are added: an old file's stays hashed
                 added = self.ledger.add_items(items)
                 log.info("%d items from the sources, %d new", len(items), added)
                 self._reopen_for_new_formats()
@@ -230,11 +230,12 @@ class BacklogRunner:
             raise UsageError(f"--webhook-listen: {error}") from None
 
     async def _expand_sources(self) -> list[SourceItem]:
-        from stenopod.backlog.sources import SourceError, expand_sources
-
         try:
             return await asyncio.to_thread(
-                expand_sources, list(self.options.sources), s3_credentials=self.s3_credentials
+                expand_sources,
+                list(self.options.sources),
+                s3_credentials=self.s3_credentials,
+                state=self.state_path,
             )
         except SourceError as error:
             raise UsageError(str(error)) from None
