@@ -8,7 +8,7 @@ back relative to the original audio. Where the cuts fall is handler.chunking's j
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -128,6 +128,7 @@ def transcribe_long(
     batch_size: int | None = None,
     options: ChunkingOptions | None = None,
     decode: Sequence[DecodeOptions] | None = None,
+    progress: Callable[[int, float], None] | None = None,
 ) -> list[Transcript]:
     """Transcribe 16 kHz mono arrays of any length; one Transcript per input, in order.
 
@@ -136,7 +137,8 @@ def transcribe_long(
     math.inf turns chunking off. Each engine call carries up to the engine's batch_limits()
     (batch_size, when given, caps the number of audios per call). decode: each audio's options
     (language, prompt, hotwords, task), reaching every chunk of that audio; None: language and
-    word_timestamps for all.
+    word_timestamps for all. progress, when given, is called (in this thread) after each engine
+    call of the first pass with each of its chunks' (audio index, seconds).
     """
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -150,7 +152,7 @@ def transcribe_long(
 
     settings = per_audio_options(len(audios), language, word_timestamps, decode)
     flat = [(index, chunk) for index, plan in enumerate(plans) for chunk in plan]
-    results = _run(engine, audios, flat, max_items, limits.max_audio_s, settings)
+    results = _run(engine, audios, flat, max_items, limits.max_audio_s, settings, progress)
     # Speech the first pass skipped (coverage.missed_speech), once more on its own.
     again = [
         (index, missed)
@@ -178,6 +180,7 @@ def _run(
     max_items: int,
     max_audio_s: float,
     settings: list[DecodeOptions],
+    progress: Callable[[int, float], None] | None = None,
 ) -> list[Transcript]:
     """Each (audio index, chunk) transcribed, in engine calls of similar lengths; in flat's order."""
     # Similar lengths side by side: a batch pads to its longest member (NeMo), and a call's
@@ -193,4 +196,7 @@ def _run(
             raise RuntimeError(f"engine returned {len(transcripts)} transcripts for {len(batch)} audios")
         for i, transcript in zip(picked, transcripts, strict=True):
             results[i] = transcript
+        if progress is not None:
+            for i in picked:
+                progress(flat[i][0], (flat[i][1].end - flat[i][1].start) / SAMPLE_RATE)
     return [result for result in results if result is not None]
