@@ -69,12 +69,18 @@ class EngineCalls:
                 self.ctx.add_audio(item, item.audio_s)  # what no chunk reported: silence between
                 self.ctx.report(item, "transcribed")
 
-    def _chunk_done(self, item: ItemState, seconds: float) -> None:
-        """A chunk of a long item transcribed: a progress update says how far the job has got."""
-        if item.transcript is None and item.ok:
-            self.ctx.add_audio(item, seconds)
-            if item.audio_done_s < item.audio_s:  # the item's last chunk: "transcribed" follows
-                self.ctx.report(item, "transcribing")
+    def _chunks_done(self, items: list[ItemState], chunks: list[tuple[int, float]]) -> None:
+        """An engine call's chunks transcribed: one progress update says how far the job has got,
+        when that leaves a long item part done (a whole item's "transcribed" follows anyway)."""
+        moved = None
+        for index, seconds in chunks:
+            item = items[index]
+            if item.transcript is None and item.ok:
+                self.ctx.add_audio(item, seconds)
+                if item.audio_done_s < item.audio_s:
+                    moved = item
+        if moved is not None:
+            self.ctx.report(moved, "transcribing")
 
     async def _call(self, items: list[ItemState]) -> ItemError | None:
         """One engine call over items: sets their transcripts, or returns why it failed."""
@@ -89,8 +95,8 @@ class EngineCalls:
         )
         loop = asyncio.get_running_loop()
 
-        def chunk_done(index: int, seconds: float) -> None:  # in the engine's thread
-            loop.call_soon_threadsafe(self._chunk_done, items[index], seconds)
+        def chunks_done(chunks: list[tuple[int, float]]) -> None:  # in the engine's thread
+            loop.call_soon_threadsafe(self._chunks_done, items, chunks)
 
         # transcribe_long cuts long audio at the planned chunks and stitches the times back;
         # short audio reaches the engine whole, in calls of the engine's batch limits.
@@ -102,7 +108,7 @@ class EngineCalls:
             # Each item's own language, prompt and hotwords (handler.item_options), on every chunk.
             decode=[decode_options(ctx.input, item.spec, ctx.engine_word_timestamps) for item in items],
             batch_size=ctx.batch_limits().max_items,
-            progress=chunk_done,
+            progress=chunks_done,
         )
         started = time.perf_counter()
         try:

@@ -128,7 +128,7 @@ def transcribe_long(
     batch_size: int | None = None,
     options: ChunkingOptions | None = None,
     decode: Sequence[DecodeOptions] | None = None,
-    progress: Callable[[int, float], None] | None = None,
+    progress: Callable[[list[tuple[int, float]]], None] | None = None,
 ) -> list[Transcript]:
     """Transcribe 16 kHz mono arrays of any length; one Transcript per input, in order.
 
@@ -138,7 +138,7 @@ def transcribe_long(
     (batch_size, when given, caps the number of audios per call). decode: each audio's options
     (language, prompt, hotwords, task), reaching every chunk of that audio; None: language and
     word_timestamps for all. progress, when given, is called (in this thread) after each engine
-    call of the first pass with each of its chunks' (audio index, seconds).
+    call of the first pass with its chunks' (audio index, seconds).
     """
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -180,7 +180,7 @@ def _run(
     max_items: int,
     max_audio_s: float,
     settings: list[DecodeOptions],
-    progress: Callable[[int, float], None] | None = None,
+    progress: Callable[[list[tuple[int, float]]], None] | None = None,
 ) -> list[Transcript]:
     """Each (audio index, chunk) transcribed, in engine calls of similar lengths; in flat's order."""
     # Similar lengths side by side: a batch pads to its longest member (NeMo), and a call's
@@ -197,6 +197,5 @@ def _run(
         for i, transcript in zip(picked, transcripts, strict=True):
             results[i] = transcript
         if progress is not None:
-            for i in picked:
-                progress(flat[i][0], (flat[i][1].end - flat[i][1].start) / SAMPLE_RATE)
+            progress([(flat[i][0], (flat[i][1].end - flat[i][1].start) / SAMPLE_RATE) for i in picked])
     return [result for result in results if result is not None]

@@ -178,7 +178,9 @@ def test_progress_reports_each_chunk_after_its_engine_call(speech) -> None:
         [long_audio, short],
         max_chunk_s=12.0,
         batch_size=1,
-        progress=lambda index, seconds: seen.append((index, seconds, len(engine.batches))),
+        progress=lambda chunks: seen.extend(
+            (index, seconds, len(engine.batches)) for index, seconds in chunks
+        ),
     )
     chunks = plan_chunks(long_audio, 12.0)
     long_seen = [(seconds, calls) for index, seconds, calls in seen if index == 0]
