@@ -73,6 +73,7 @@ async def finish_batch(ctx: JobContext, batch: list[ItemState]) -> None:
                 ctx.job_id,
                 retries=ctx.settings.callback_retries,
                 backoff_s=ctx.settings.callback_backoff_s,
+                allow_private=ctx.settings.limits.allow_private,
             )
             problem = await asyncio.to_thread(post)
             if problem is not None and item.ok:
