@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
+from handler.engines.base import SAMPLE_RATE
+
 DATA_DIR = Path(__file__).resolve().parent.parent / "tests" / "data"
 DEFAULT_WORK_DIR = Path(__file__).resolve().parent / "work"
 SEED = 20240501

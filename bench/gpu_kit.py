@@ -31,13 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
+from handler.engines.base import SAMPLE_RATE
+
 ROOT = Path(__file__).resolve().parent.parent
 WHEELS = ROOT / ".whl"
 SPEECH = ROOT / "bench" / "work" / "gpu" / "speech.wav"
 CONSTRAINTS = ROOT / "builder" / "constraints.txt"
 # What travels with each device call: the working tree and the carried folders together.
 TRAVEL_LIMIT = 64 * 2**20  # what a copy to the GPU host should stay under (wheels, speech and the tree)
-SAMPLE_RATE = 16_000
 
 KIT = [
     "nemo-toolkit",

@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from bench.corpus import DEFAULT_WORK_DIR, build_corpus
+from handler.engines.base import SAMPLE_RATE
 
-SAMPLE_RATE = 16_000
 MIN_AUDIOS = 16
 
 

@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 from stenopod.schema import ErrorCode
 
+from .engines.base import SAMPLE_RATE
 from .errors import StageError
 from .wav import PlainWav, probe_plain_wav, read_plain_wav
 
 log = logging.getLogger("stenopod.handler.decode")
 
-SAMPLE_RATE = 16_000
 BLOCK_S = 10.0
 # Integer sample formats as numpy does them exactly (an int times a power of two), as ffmpeg does.
 _SCALES = {"u8": 1.0 / 2**7, "s16": 1.0 / 2**15, "s32": 1.0 / 2**31, "s64": 1.0 / 2**63}
@@ -74,6 +74,11 @@ def _decode_plain_wav(path: Path, layout: PlainWav, max_seconds: float) -> np.nd
             ErrorCode.not_audio, f"audio: the file declares {declared:.0f} s but holds none of it"
         )
     return samples
+
+
+def peak(audio: np.ndarray) -> float:
+    """The loudest sample's magnitude (0 for no samples), without a temporary array of the audio."""
+    return float(max(audio.max(), -audio.min())) if audio.size else 0.0
 
 
 def frame_kind(frame: Any) -> tuple[str, int, int]:

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .chunking import Chunk, plan_audio
-from .decode import SAMPLE_RATE, decode_audio, too_long
+from .decode import SAMPLE_RATE, decode_audio, peak, too_long
 from .decode_segments import Layout, SeamMismatch, decode_stretch, join_stretches, plan_segments
 
 log = logging.getLogger("stenopod.handler.decode_pool")
@@ -40,6 +40,7 @@ class Prepared:
     chunks: list[Chunk]
     decode_s: float
     plan_s: float
+    peak: float  # the loudest sample: silence is answered without the engine (handler.engine_calls)
 
 
 def prepare_audio(
@@ -55,7 +56,7 @@ def prepare_audio(
     audio = decode_audio(Path(path), max_seconds)
     decoded = time.perf_counter()
     chunks = plan_audio(audio, bound)
-    return Prepared(audio, chunks, decoded - started, time.perf_counter() - decoded)
+    return Prepared(audio, chunks, decoded - started, time.perf_counter() - decoded, peak(audio))
 
 
 def _warm() -> None:
@@ -121,12 +122,14 @@ class DecodePool:
         stretches = await asyncio.gather(
             *(self._run(decode_stretch, str(path), layout, index) for index in range(len(layout.starts)))
         )
-        audio = join_stretches(list(stretches))
+        # Joining copies the whole file: in a thread, so the event loop keeps feeding the engine.
+        audio = await asyncio.to_thread(join_stretches, list(stretches))
         if audio.size > max_seconds * SAMPLE_RATE:
             raise too_long(audio.size / SAMPLE_RATE, max_seconds)
         decoded = time.perf_counter()
         chunks = await asyncio.to_thread(plan_audio, audio, bound)
-        return Prepared(audio, chunks, decoded - started, time.perf_counter() - decoded)
+        loudest = max(stretch.peak for stretch in stretches)
+        return Prepared(audio, chunks, decoded - started, time.perf_counter() - decoded, loudest)
 
     async def _run(self, func: Callable[..., T], *args: Any) -> T:
         """func(*args) in a pool process (in a thread when the pool has none)."""

@@ -13,12 +13,12 @@ table), and the file is decoded start to end instead (SeamMismatch).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .decode import BLOCK_S, SAMPLE_RATE, FrameBlock, frame_kind
+from .decode import BLOCK_S, SAMPLE_RATE, FrameBlock, frame_kind, peak
 
 SEGMENT_S = 120.0
 WARMUP_S = 1.0
@@ -76,6 +76,11 @@ class Stretch:
     samples: np.ndarray
     head: np.ndarray  # [start - pad, start + pad + check) at the source rate (empty for the first)
     tail: np.ndarray  # [end - pad, end + pad + check) (empty for the last)
+    # Measured where the stretch is decoded, in parallel, not over the joined file afterwards.
+    peak: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.peak = peak(self.samples)
 
 
 def decode_stretch(path: str, layout: Layout, index: int) -> Stretch:

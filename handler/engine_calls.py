@@ -12,7 +12,6 @@ import functools
 import logging
 import time
 
-import numpy as np
 from stenopod.schema import ErrorCode, ItemError
 
 from .engines.base import EngineError, Transcript
@@ -26,11 +25,6 @@ log = logging.getLogger("stenopod.handler.job")
 SILENCE_PEAK = 1e-4
 
 
-def is_silent(audio: np.ndarray) -> bool:
-    """True for no samples, or samples that never rise above SILENCE_PEAK."""
-    return audio.size == 0 or float(np.max(np.abs(audio))) < SILENCE_PEAK
-
-
 class EngineCalls:
     """Transcribes a job's batches; remembers a GPU failure for the rest of the job."""
 
@@ -42,7 +36,8 @@ class EngineCalls:
         """Give each ok item of the batch its transcript, or its error."""
         ready = [item for item in batch if item.ok and item.audio is not None]
         for item in ready:
-            if item.audio is not None and is_silent(item.audio):
+            # The peak was measured in preparation: scanning an hour here would hold the engine.
+            if item.peak < SILENCE_PEAK:
                 # Nothing to hear: an empty transcript without asking the engine, which would
                 # invent words ("You", "Thank you.") for a short stretch of silence.
                 item.transcript = Transcript(text="", segments=[], language=None)

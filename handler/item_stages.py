@@ -44,7 +44,7 @@ async def prepare_item(ctx: JobContext, tmp_dir: Path, index: int, item: ItemSta
             )
             prepared = await _stage(ctx, item, "decode", "decoded", prepare)
             if prepared is not None:
-                item.audio, item.chunks = prepared.audio, prepared.chunks
+                item.audio, item.chunks, item.peak = prepared.audio, prepared.chunks, prepared.peak
                 item.result.timings.plan_s = round(prepared.plan_s, 3)
     except Exception:
         # Outside the stages (the temp file, say): still this item's error, never an "ok" item
@@ -74,6 +74,7 @@ async def finish_batch(ctx: JobContext, batch: list[ItemState]) -> None:
                 ctx.job_id,
                 retries=ctx.settings.callback_retries,
                 backoff_s=ctx.settings.callback_backoff_s,
+                allow_private=ctx.settings.limits.allow_private,
             )
             problem = await asyncio.to_thread(post)
             if problem is not None and item.ok:

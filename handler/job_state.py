@@ -27,6 +27,7 @@ class ItemState:
     result: ItemResult
     audio: np.ndarray | None = None
     chunks: list[Chunk] | None = None  # where the engine call cuts the audio, planned in preparation
+    peak: float = 0.0  # the loudest sample, measured in preparation
     transcript: Transcript | None = None
     document: TranscriptDocument | None = None
     audio_done_s: float = 0.0  # seconds of its audio transcribed so far (chunk by chunk when long)

@@ -16,6 +16,7 @@ from handler.chunking import Chunk, ChunkingOptions, chunk_bound, plan_audio
 from handler.coverage import missed_speech
 from handler.engines.base import (
     SAMPLE_RATE,
+    BatchLimits,
     DecodeOptions,
     Engine,
     SegmentTiming,
@@ -102,21 +103,6 @@ def _detection(
     return {"language_probability": probabilities.get(detected, 0.0), "language_probabilities": probabilities}
 
 
-def _calls(durations: list[float], max_items: int, max_audio_s: float) -> list[list[int]]:
-    """Consecutive positions grouped into engine calls: up to max_items audios and max_audio_s
-    seconds each (one audio longer than that has a call of its own)."""
-    calls: list[list[int]] = []
-    seconds = 0.0
-    for position, duration in enumerate(durations):
-        if calls and len(calls[-1]) < max_items and seconds + duration <= max_audio_s:
-            calls[-1].append(position)
-            seconds += duration
-        else:
-            calls.append([position])
-            seconds = duration
-    return calls
-
-
 def transcribe_long(
     engine: Engine,
     audios: list[np.ndarray],
@@ -188,7 +174,7 @@ def _run(
     order = sorted(range(len(flat)), key=lambda i: flat[i][1].end - flat[i][1].start)
     results: list[Transcript | None] = [None] * len(flat)
     sizes = [(flat[i][1].end - flat[i][1].start) / SAMPLE_RATE for i in order]
-    for picked_positions in _calls(sizes, max_items, max_audio_s):
+    for picked_positions in BatchLimits(max_items, max_audio_s).group(sizes):
         picked = [order[position] for position in picked_positions]
         batch = [audios[flat[i][0]][flat[i][1].start : flat[i][1].end] for i in picked]
         transcripts = engine.transcribe(batch, options=[settings[flat[i][0]] for i in picked])

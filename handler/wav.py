@@ -18,7 +18,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
+from .engines.base import SAMPLE_RATE
+
 WAVE_FORMAT_PCM = 0x0001
 WAVE_FORMAT_EXTENSIBLE = 0xFFFE
 # The PCM sub-format GUID of WAVE_FORMAT_EXTENSIBLE (KSDATAFORMAT_SUBTYPE_PCM), after its first 2 bytes.
