@@ -94,9 +94,12 @@ def test_empty_audio_is_an_empty_transcript_not_an_engine_call(tmp_path: Path) -
 def test_progress_is_reported_after_each_stage(data_dir: Path) -> None:
     seen: list[dict[str, Any]] = []
     job = {"id": "job-1", "input": {"audio": data_uri(data_dir / "librispeech_1089-134686-0001.wav")}}
-    asyncio.run(run_job(job, TestDoubleRegistry(), progress=seen.append))
+    answer = asyncio.run(run_job(job, TestDoubleRegistry(), progress=seen.append))
     assert [p["stage"] for p in seen] == ["fetched", "decoded", "transcribed"]
     assert all(p["item"] == "audio" and p["total"] == 1 for p in seen)
+    # The audio transcribed so far, which a client's progress line counts before the job ends.
+    assert [p["audio_done_s"] for p in seen][:2] == [0.0, 0.0]
+    assert seen[-1]["audio_done_s"] == pytest.approx(answer["items"][0]["duration_s"], abs=0.01)
 
 
 def test_a_failing_progress_callback_never_fails_the_job(data_dir: Path) -> None:

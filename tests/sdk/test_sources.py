@@ -94,7 +94,9 @@ def test_folder_of_real_audio(data_dir: Path) -> None:
     for item in items:
         assert item.audio is None
         assert item.size_bytes == item.local_path.stat().st_size
-        assert item.id.startswith(item.local_path.stem + "-")
+        # Readable ids: the file's stem, below the folders under the one named.
+        folders = item.local_path.parent.relative_to(data_dir).parts
+        assert item.id == "/".join([*folders, item.local_path.stem])
     assert [item.id for item in expand_sources([str(data_dir)])] == [item.id for item in items]
 
 
@@ -106,7 +108,7 @@ def test_nested_folders_hidden_files_and_same_names(tmp_path: Path, data_dir: Pa
     (tmp_path / "2023" / "notes.txt").write_text("not audio")
     items = expand_sources([str(tmp_path)])
     assert [item.local_path.parent.name for item in items] == ["2023", "2024"]
-    assert items[0].id != items[1].id and all(item.id.startswith("ep1-") for item in items)
+    assert [item.id for item in items] == ["2023/ep1", "2024/ep1"]
 
 
 def test_glob_and_duplicates_collapse(data_dir: Path) -> None:
@@ -131,7 +133,7 @@ def test_audio_urls_are_not_fetched(audio_server: AudioHTTPServer) -> None:
     url = audio_server.url("jfk.flac")
     [item] = expand_sources([url, url])
     assert (item.source, item.audio, item.local_path, item.size_bytes) == (url, url, None, None)
-    assert item.id.startswith("jfk-")
+    assert item.id == "jfk"
     assert audio_server.requests == []
 
 
@@ -194,7 +196,7 @@ def test_csv_manifest_with_ids_and_durations(tmp_path: Path, audio_server: Audio
     )
     first, second = expand_sources([str(manifest)])
     assert (first.id, first.duration_s, first.title) == ("talk-1", 11.0, "JFK")
-    assert second.id.startswith("hotwords-") and second.duration_s is None and second.title is None
+    assert second.id == "hotwords" and second.duration_s is None and second.title is None
 
 
 def test_jsonl_manifest_served_over_http(
@@ -265,10 +267,12 @@ def test_s3_prefix_is_listed_with_sizes(moto_s3: MotoS3, s3_bucket: str, data_di
         (data_dir / "hotwords.mp3").stat().st_size,
         (data_dir / "stereo_diarization.wav").stat().st_size,
     ]
-    assert ids_valid(items) and items[0].id.startswith("ep1-") and items[0].local_path is None
+    assert ids_valid(items) and items[0].local_path is None
+    assert [item.id for item in items] == ["ep1", "season2/ep2"]  # the folders below the prefix kept
 
     [single] = expand_sources([f"s3://{s3_bucket}/podcasts/notes.txt"], s3_credentials=credentials)
     assert single.audio == f"s3://{s3_bucket}/podcasts/notes.txt"  # named exactly: taken as given
+    assert single.id == "notes"
 
     with pytest.raises(SourceError, match=rf"s3://{s3_bucket}/nothing/: no audio or video objects"):
         expand_sources([f"s3://{s3_bucket}/nothing/"], s3_credentials=credentials)
@@ -344,9 +348,8 @@ def test_rss_feed_url_without_extension(
     assert [item.title for item in items] == ["Episode 1", "Episode 2", "Video"]
     first, second, video = items
     assert first.audio == audio_server.url("jfk.flac") and first.source == first.audio
-    assert first.id.startswith("show-ep-0001-")
+    assert [item.id for item in items] == ["Episode-1", "Episode-2", "Video"]  # named by their titles
     assert (first.duration_s, first.size_bytes) == (11.0, (data_dir / "jfk.flac").stat().st_size)
-    assert second.id.startswith("example.com-ep2-")  # no guid: the link is the hint
     assert (second.duration_s, second.size_bytes) == (65.0, None)
     assert (video.duration_s, video.size_bytes) == (125.0, 99)
     assert ids_valid(items)
@@ -362,9 +365,9 @@ def test_atom_feed_file_and_url(
     (root / "lectures.atom").write_text(ATOM.format(audio=audio_server.base_url))
     first, second = expand_sources([server.url("lectures.atom")])
     assert first.title == "Lecture 1" and first.duration_s == 3723.0 and first.size_bytes == 1234
-    assert first.id.startswith("tag-example.com-2024-lecture-1-")
+    assert first.id == "Lecture-1"
     assert second.audio == server.url("relative/l2.mp3")
-    assert second.id.startswith("example.com-l2-")
+    assert second.id == "Lecture-2"
     # The same feed as a local file (sniffed by content even with a .xml name).
     local = root / "copy.xml"
     local.write_text(
@@ -402,7 +405,7 @@ def test_two_episodes_under_one_guid_are_both_kept(tmp_path: Path, caplog: pytes
     with caplog.at_level("WARNING"):
         items = expand_sources([str(feed)])
     assert [item.title for item in items] == ["One", "Two"]
-    assert ids_valid(items) and all(item.id.startswith("ep-") for item in items)
+    assert ids_valid(items) and [item.id for item in items] == ["One", "Two"]
     assert "guid 'ep' is also entry 1's" in caplog.text
     # Stable: the first keeps the guid's id, the second its own, run after run.
     assert [item.id for item in expand_sources([str(feed)])] == [item.id for item in items]
