@@ -168,7 +168,7 @@ def _fetch_s3(uri: str, dest: Path, limits: AudioLimits, credentials: S3Credenti
         bucket, key = parse_s3_uri(uri)
         if not key:
             raise StorageError(f"{uri!r} names a bucket but no key")
-        S3Store(bucket, "", credentials).download_file(key, dest)
+        S3Store(bucket, "", credentials, limits.allow_private).download_file(key, dest)
     except ForbiddenEndpoint as error:  # the job's s3Config names a private address: nothing was sent
         raise StageError(ErrorCode.url_forbidden, f"audio: {error}") from None
     except StorageError as error:  # its message already leaves secrets out

@@ -11,7 +11,7 @@ from stenopod.schema import Callback, ItemResult
 from stenopod.signing import signature_headers
 from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_exponential
 
-from .netguard import ForbiddenAddress, allow_private_urls, guarded_client, redact_url
+from .netguard import ForbiddenAddress, guarded_client, redact_url
 
 log = logging.getLogger("stenopod.handler.callback")
 
@@ -54,6 +54,7 @@ def post_item(
     *,
     retries: int = 2,
     backoff_s: float = 1.0,
+    allow_private: bool = False,
 ) -> str | None:
     """POST the item's JSON, signed; None when delivered, else why not (secret-free, URL redacted).
 
@@ -74,7 +75,7 @@ def post_item(
             state.outcome.result() if state.outcome else _Sent("not attempted")
         ),
     )
-    with guarded_client(httpx.Timeout(15.0), allow_private_urls()) as client:
+    with guarded_client(httpx.Timeout(15.0), allow_private) as client:
         sent: _Sent = retrying(_post_once, client, callback, body, job_id)
     if sent.reason is None:
         return None

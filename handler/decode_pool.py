@@ -26,7 +26,7 @@ import numpy as np
 
 from .chunking import Chunk, plan_audio
 from .decode import SAMPLE_RATE, decode_audio, peak, too_long
-from .decode_segments import Layout, SeamMismatch, decode_stretch, join_stretches, plan_segments
+from .decode_segments import Layout, SeamMismatch, StretchJoin, decode_stretch, plan_segments
 
 log = logging.getLogger("stenopod.handler.decode_pool")
 T = TypeVar("T")
@@ -119,16 +119,21 @@ class DecodePool:
         if layout.seconds > max_seconds:
             raise too_long(layout.seconds, max_seconds)
         started = time.perf_counter()
-        stretches = await asyncio.gather(
-            *(self._run(decode_stretch, str(path), layout, index) for index in range(len(layout.starts)))
-        )
-        # Joining copies the whole file: in a thread, so the event loop keeps feeding the engine.
-        audio = await asyncio.to_thread(join_stretches, list(stretches))
+        joined = StretchJoin(layout)
+        loudest = 0.0
+
+        async def place(index: int) -> None:
+            nonlocal loudest
+            stretch = await self._run(decode_stretch, str(path), layout, index)
+            loudest = max(loudest, stretch.peak)
+            joined.add(index, stretch)  # one stretch's copy (milliseconds) while others decode
+
+        await asyncio.gather(*(place(index) for index in range(len(layout.starts))))
+        audio = joined.join()
         if audio.size > max_seconds * SAMPLE_RATE:
             raise too_long(audio.size / SAMPLE_RATE, max_seconds)
         decoded = time.perf_counter()
         chunks = await asyncio.to_thread(plan_audio, audio, bound)
-        loudest = max(stretch.peak for stretch in stretches)
         return Prepared(audio, chunks, decoded - started, time.perf_counter() - decoded, loudest)
 
     async def _run(self, func: Callable[..., T], *args: Any) -> T:

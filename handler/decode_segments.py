@@ -156,10 +156,41 @@ def _decode_range(path: str, layout: Layout, start: int, lo: int, hi: int | None
     return samples if hi is None else samples[: hi - lo]
 
 
-def join_stretches(stretches: list[Stretch]) -> np.ndarray:
-    """The stretches joined, after checking that neighbours decoded their seam alike."""
-    for index, (before, after) in enumerate(zip(stretches, stretches[1:], strict=False)):
-        mine, theirs = before.tail, after.head
-        if mine.size != theirs.size or np.max(np.abs(mine - theirs), initial=0.0) > SEAM_TOLERANCE:
-            raise SeamMismatch(f"stretches {index} and {index + 1} disagree at their seam")
-    return np.concatenate([stretch.samples for stretch in stretches])
+class StretchJoin:
+    """A file's stretches placed into one array as each arrives, not copied together at the end.
+
+    A stretch but the last has a length fixed by the layout, so its place is known before it is
+    decoded; copying it in while the others are still decoding takes the join off the time to the
+    file's first engine call. join() checks the seams (neighbours decoded alike) and returns it.
+    """
+
+    def __init__(self, layout: Layout) -> None:
+        self.offsets = [start * SAMPLE_RATE // layout.rate for start in layout.starts]
+        # Room for the declared length and a second more; a file longer than it declares grows.
+        self._out = np.empty(max(self.offsets[-1], round((layout.seconds + 1) * SAMPLE_RATE)), np.float32)
+        self._seams: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(self.offsets)
+        self._end = 0
+
+    def add(self, index: int, stretch: Stretch) -> None:
+        start = self.offsets[index]
+        end = start + stretch.samples.size
+        last = index == len(self.offsets) - 1
+        if not last and end != self.offsets[index + 1]:
+            raise SeamMismatch(f"stretch {index} has {stretch.samples.size} samples, not {end - start}")
+        if end > self._out.size:
+            self._out = np.concatenate([self._out, np.empty(end - self._out.size, np.float32)])
+        self._out[start:end] = stretch.samples
+        self._seams[index] = (stretch.head, stretch.tail)
+        if last:
+            self._end = end
+
+    def join(self) -> np.ndarray:
+        """The whole file, after checking that neighbours decoded their seam alike."""
+        seams = self._seams
+        if any(seam is None for seam in seams):
+            raise SeamMismatch("a stretch is missing")
+        for index in range(len(seams) - 1):
+            mine, theirs = seams[index][1], seams[index + 1][0]  # type: ignore[index]
+            if mine.size != theirs.size or np.max(np.abs(mine - theirs), initial=0.0) > SEAM_TOLERANCE:
+                raise SeamMismatch(f"stretches {index} and {index + 1} disagree at their seam")
+        return self._out[: self._end]

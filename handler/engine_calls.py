@@ -41,6 +41,7 @@ class EngineCalls:
                 # Nothing to hear: an empty transcript without asking the engine, which would
                 # invent words ("You", "Thank you.") for a short stretch of silence.
                 item.transcript = Transcript(text="", segments=[], language=None)
+                self.ctx.add_audio(item, item.audio_s)
         ready = [item for item in ready if item.transcript is None]
         if not ready:
             return
@@ -60,7 +61,21 @@ class EngineCalls:
                 item.fail(failure.code, failure.message)
         for item in ready:
             if item.ok:
+                self.ctx.add_audio(item, item.audio_s)  # what no chunk reported: silence between
                 self.ctx.report(item, "transcribed")
+
+    def _chunks_done(self, items: list[ItemState], chunks: list[tuple[int, float]]) -> None:
+        """An engine call's chunks transcribed: one progress update says how far the job has got,
+        when that leaves a long item part done (a whole item's "transcribed" follows anyway)."""
+        moved = None
+        for index, seconds in chunks:
+            item = items[index]
+            if item.transcript is None and item.ok:
+                self.ctx.add_audio(item, seconds)
+                if item.audio_done_s < item.audio_s:
+                    moved = item
+        if moved is not None:
+            self.ctx.report(moved, "transcribing")
 
     async def _call(self, items: list[ItemState]) -> ItemError | None:
         """One engine call over items: sets their transcripts, or returns why it failed."""
@@ -73,6 +88,11 @@ class EngineCalls:
             len(items),
             sum(item.audio_s for item in items),
         )
+        loop = asyncio.get_running_loop()
+
+        def chunks_done(chunks: list[tuple[int, float]]) -> None:  # in the engine's thread
+            loop.call_soon_threadsafe(self._chunks_done, items, chunks)
+
         # transcribe_long cuts long audio at the planned chunks and stitches the times back;
         # short audio reaches the engine whole, in calls of the engine's batch limits.
         call = functools.partial(
@@ -83,11 +103,12 @@ class EngineCalls:
             # Each item's own language, prompt and hotwords (handler.item_options), on every chunk.
             decode=[decode_options(ctx.input, item.spec, ctx.engine_word_timestamps) for item in items],
             batch_size=ctx.batch_limits().max_items,
+            progress=chunks_done,
         )
         started = time.perf_counter()
         try:
             # In a thread: RunPod's progress updates and cancellation keep working meanwhile.
-            transcripts = await asyncio.get_running_loop().run_in_executor(None, call)
+            transcripts = await loop.run_in_executor(None, call)
             if len(transcripts) != len(items):
                 raise EngineError(f"engine returned {len(transcripts)} transcripts for {len(items)} inputs")
         except EngineError as error:

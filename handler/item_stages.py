@@ -30,7 +30,8 @@ log = logging.getLogger("stenopod.handler.job")
 
 async def prepare_item(ctx: JobContext, tmp_dir: Path, index: int, item: ItemState) -> None:
     """Fetch and decode one item (and plan its chunks); a failure becomes the item's error."""
-    path = tmp_dir / f"{index}-{item.spec.id}.audio"
+    # An id may name folders ("2024/ep1"): the fetched file stays one name in tmp_dir.
+    path = tmp_dir / f"{index}-{item.spec.id.replace('/', '_')}.audio"
     try:
         fetch = functools.partial(fetch_audio, item.spec.audio, path, ctx.settings.limits, ctx.credentials)
         await _stage(ctx, item, "fetch", "fetched", lambda: asyncio.to_thread(fetch))
@@ -73,6 +74,7 @@ async def finish_batch(ctx: JobContext, batch: list[ItemState]) -> None:
                 ctx.job_id,
                 retries=ctx.settings.callback_retries,
                 backoff_s=ctx.settings.callback_backoff_s,
+                allow_private=ctx.settings.limits.allow_private,
             )
             problem = await asyncio.to_thread(post)
             if problem is not None and item.ok:

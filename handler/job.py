@@ -84,7 +84,8 @@ async def _run_job(
     output_error = _check_output(parsed.output, settings.allow_local_output)
     if output_error is not None:
         return {"error": output_error.to_runpod_error()}
-    credentials = S3Credentials.from_runpod_s3_config(job.get("s3Config"))
+    # The job's own bucket (RunPod's s3Config), else the operator's, read with the settings.
+    credentials = S3Credentials.from_runpod_s3_config(job.get("s3Config")) or settings.s3_credentials
     job_id = str(job.get("id") or "")
     return await _Job(job_id, parsed, settings).run(registry, credentials, progress or runpod_progress(job))
 
@@ -148,7 +149,10 @@ class _Job:
         if self.input.output is not None:
             try:
                 store = open_store(
-                    self.input.output, credentials, allow_local=self.settings.allow_local_output
+                    self.input.output,
+                    credentials,
+                    allow_local=self.settings.allow_local_output,
+                    allow_private=self.settings.limits.allow_private,
                 )
             except StorageError as error:
                 # A job's own S3 endpoint on a private address is refused like any such URL.

@@ -30,6 +30,7 @@ class ItemState:
     peak: float = 0.0  # the loudest sample, measured in preparation
     transcript: Transcript | None = None
     document: TranscriptDocument | None = None
+    audio_done_s: float = 0.0  # seconds of its audio transcribed so far (chunk by chunk when long)
 
     @property
     def ok(self) -> bool:
@@ -67,6 +68,7 @@ class JobContext:
     total: int
     done: int = 0
     diarizer: Diarizer | None = None  # jobs with diarize
+    audio_done_s: float = 0.0  # seconds of the job's audio transcribed so far, for progress updates
 
     @property
     def word_timestamps(self) -> bool:
@@ -89,8 +91,21 @@ class JobContext:
             return BatchLimits(min(limits.max_items, self.settings.batch_size), limits.max_audio_s)
         return limits
 
+    def add_audio(self, item: ItemState, seconds: float) -> None:
+        """Count seconds more of item's audio as transcribed, never past its length."""
+        seconds = max(0.0, min(seconds, item.audio_s - item.audio_done_s))
+        item.audio_done_s += seconds
+        self.audio_done_s += seconds
+
     def report(self, item: ItemState, stage: str) -> None:
-        payload = {"item": item.spec.id, "stage": stage, "done": self.done, "total": self.total}
+        # audio_done_s lets a client's progress move during one long item (a chunk at a time).
+        payload = {
+            "item": item.spec.id,
+            "stage": stage,
+            "done": self.done,
+            "total": self.total,
+            "audio_done_s": round(self.audio_done_s, 3),
+        }
         try:
             self.progress(payload)
         except Exception as error:  # progress is a courtesy; it never fails the job

@@ -8,7 +8,7 @@ back relative to the original audio. Where the cuts fall is handler.chunking's j
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -16,6 +16,7 @@ from handler.chunking import Chunk, ChunkingOptions, chunk_bound, plan_audio
 from handler.coverage import missed_speech
 from handler.engines.base import (
     SAMPLE_RATE,
+    BatchLimits,
     DecodeOptions,
     Engine,
     SegmentTiming,
@@ -102,21 +103,6 @@ def _detection(
     return {"language_probability": probabilities.get(detected, 0.0), "language_probabilities": probabilities}
 
 
-def _calls(durations: list[float], max_items: int, max_audio_s: float) -> list[list[int]]:
-    """Consecutive positions grouped into engine calls: up to max_items audios and max_audio_s
-    seconds each (one audio longer than that has a call of its own)."""
-    calls: list[list[int]] = []
-    seconds = 0.0
-    for position, duration in enumerate(durations):
-        if calls and len(calls[-1]) < max_items and seconds + duration <= max_audio_s:
-            calls[-1].append(position)
-            seconds += duration
-        else:
-            calls.append([position])
-            seconds = duration
-    return calls
-
-
 def transcribe_long(
     engine: Engine,
     audios: list[np.ndarray],
@@ -128,6 +114,7 @@ def transcribe_long(
     batch_size: int | None = None,
     options: ChunkingOptions | None = None,
     decode: Sequence[DecodeOptions] | None = None,
+    progress: Callable[[list[tuple[int, float]]], None] | None = None,
 ) -> list[Transcript]:
     """Transcribe 16 kHz mono arrays of any length; one Transcript per input, in order.
 
@@ -136,7 +123,8 @@ def transcribe_long(
     math.inf turns chunking off. Each engine call carries up to the engine's batch_limits()
     (batch_size, when given, caps the number of audios per call). decode: each audio's options
     (language, prompt, hotwords, task), reaching every chunk of that audio; None: language and
-    word_timestamps for all.
+    word_timestamps for all. progress, when given, is called (in this thread) after each engine
+    call of the first pass with its chunks' (audio index, seconds).
     """
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -150,7 +138,7 @@ def transcribe_long(
 
     settings = per_audio_options(len(audios), language, word_timestamps, decode)
     flat = [(index, chunk) for index, plan in enumerate(plans) for chunk in plan]
-    results = _run(engine, audios, flat, max_items, limits.max_audio_s, settings)
+    results = _run(engine, audios, flat, max_items, limits.max_audio_s, settings, progress)
     # Speech the first pass skipped (coverage.missed_speech), once more on its own.
     again = [
         (index, missed)
@@ -178,6 +166,7 @@ def _run(
     max_items: int,
     max_audio_s: float,
     settings: list[DecodeOptions],
+    progress: Callable[[list[tuple[int, float]]], None] | None = None,
 ) -> list[Transcript]:
     """Each (audio index, chunk) transcribed, in engine calls of similar lengths; in flat's order."""
     # Similar lengths side by side: a batch pads to its longest member (NeMo), and a call's
@@ -185,7 +174,7 @@ def _run(
     order = sorted(range(len(flat)), key=lambda i: flat[i][1].end - flat[i][1].start)
     results: list[Transcript | None] = [None] * len(flat)
     sizes = [(flat[i][1].end - flat[i][1].start) / SAMPLE_RATE for i in order]
-    for picked_positions in _calls(sizes, max_items, max_audio_s):
+    for picked_positions in BatchLimits(max_items, max_audio_s).group(sizes):
         picked = [order[position] for position in picked_positions]
         batch = [audios[flat[i][0]][flat[i][1].start : flat[i][1].end] for i in picked]
         transcripts = engine.transcribe(batch, options=[settings[flat[i][0]] for i in picked])
@@ -193,4 +182,6 @@ def _run(
             raise RuntimeError(f"engine returned {len(transcripts)} transcripts for {len(batch)} audios")
         for i, transcript in zip(picked, transcripts, strict=True):
             results[i] = transcript
+        if progress is not None:
+            progress([(flat[i][0], (flat[i][1].end - flat[i][1].start) / SAMPLE_RATE) for i in picked])
     return [result for result in results if result is not None]

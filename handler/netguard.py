@@ -21,7 +21,7 @@ import httpcore
 import httpx
 
 # The address policy lives in the SDK, shared with the guard on a job's S3 endpoint (stenopod.s3_guard).
-from stenopod.addresses import allow_private_urls, is_forbidden_address, url_problem
+from stenopod.addresses import is_forbidden_address, url_problem
 from stenopod.schema import ErrorCode
 
 from .errors import StageError
@@ -118,11 +118,10 @@ class GuardedTransport(httpx.HTTPTransport):
         )
 
 
-def guarded_client(timeout: httpx.Timeout, allow_private: bool | None = None) -> httpx.Client:
+def guarded_client(timeout: httpx.Timeout, allow_private: bool) -> httpx.Client:
     """An httpx client for job-supplied URLs: guarded, no env proxies, redirects left to the caller."""
-    allowed = allow_private_urls() if allow_private is None else allow_private
     return httpx.Client(
-        transport=GuardedTransport(allowed),
+        transport=GuardedTransport(allow_private),
         timeout=timeout,
         follow_redirects=False,
         trust_env=False,

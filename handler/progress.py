@@ -23,9 +23,11 @@ def runpod_progress(job: dict[str, Any]) -> Progress:
         nonlocal last_sent
         # runpod sends each update from a new thread with its own event loop and HTTP session:
         # per stage of every item that is CPU taken from the engine. At most one a second, and
-        # always the one that says the job's last item is done.
+        # always the one that says the job's last item is done, and a long item's progress (one
+        # an engine call at most, and dropped it would leave the client's bar still for minutes).
         now = time.monotonic()
-        if now - last_sent < PROGRESS_INTERVAL_S and payload.get("done") != payload.get("total"):
+        urgent = payload.get("done") == payload.get("total") or payload.get("stage") == "transcribing"
+        if now - last_sent < PROGRESS_INTERVAL_S and not urgent:
             return
         last_sent = now
         from runpod.serverless import progress_update

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stenopod.storage import S3Credentials
+
 from .audio import AudioLimits
 from .decode_pool import default_processes
 
@@ -31,12 +33,14 @@ class _Reader:
         return self.environ.get(name, "").strip()
 
     def flag(self, name: str) -> bool:
-        raw = self.text(name).lower()
-        if raw in {"", "0", "false", "no", "off"}:
-            return False
-        if raw in {"1", "true", "yes", "on"}:
-            return True
-        raise SettingsError(f"{name}={raw!r}: expected 1 or 0")
+        # The client's rule too (stenopod.settings): one variable never means two things.
+        raw = self.text(name)
+        if raw not in ("", "0", "1"):
+            raise SettingsError(f"{name}={raw!r}: expected 1 or 0")
+        return raw == "1"
+
+    def first(self, *names: str) -> str | None:
+        return next((self.text(name) for name in names if self.text(name)), None)
 
     def number(self, name: str, default: float, minimum: float | None = None) -> float:
         raw = self.text(name)
@@ -100,6 +104,9 @@ class JobSettings:
     limits: AudioLimits = field(default_factory=AudioLimits)
     callback_retries: int = 2
     callback_backoff_s: float = 1.0
+    # The operator's bucket credentials (AWS_*, S3_ENDPOINT_URL): for s3:// audio and outputs of
+    # jobs that bring no s3Config of their own.
+    s3_credentials: S3Credentials = field(default_factory=S3Credentials)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> JobSettings:
@@ -115,6 +122,12 @@ class JobSettings:
             limits=audio_limits_from_env(environ),
             callback_retries=env.integer("STENOPOD_CALLBACK_RETRIES", cls.callback_retries, 0),
             callback_backoff_s=env.number("STENOPOD_CALLBACK_BACKOFF_S", cls.callback_backoff_s, 0.0),
+            s3_credentials=S3Credentials(
+                access_key_id=env.first("AWS_ACCESS_KEY_ID"),
+                secret_access_key=env.first("AWS_SECRET_ACCESS_KEY"),
+                endpoint_url=env.first("S3_ENDPOINT_URL", "AWS_ENDPOINT_URL"),
+                region=env.first("AWS_DEFAULT_REGION", "AWS_REGION"),
+            ),
         )
 
 

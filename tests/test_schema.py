@@ -44,3 +44,15 @@ def test_docs_copy_of_the_schema_is_current(capsys) -> None:
     printed = json.loads(capsys.readouterr().out)
     documented = json.loads((Path(__file__).parent.parent / "docs" / "schema.json").read_text())
     assert printed == documented
+
+
+def test_item_ids_may_name_folders_but_never_climb_out_of_the_prefix() -> None:
+    for good in ("ep004/stereo", "2024/Season-1/ep1.part2", "a" * 128):
+        parsed = parse_job_input({"items": [{"id": good, "audio": "https://h/a.mp3"}]})
+        assert isinstance(parsed, JobInput), good
+    for bad in ("/ep1", "ep1/", "a//b", "a/../b", "../a", "a/./b", "a/.b", "a\\b", "a/b\n", "a" * 129):
+        parsed = parse_job_input({"items": [{"id": bad, "audio": "https://h/a.mp3"}]})
+        assert isinstance(parsed, JobError) and parsed.fields == ["input.items.0.id"], bad
+    # A submission token names one record file: no folders there.
+    parsed = parse_job_input({"audio": "https://h/a.mp3", "submission": "a/b"})
+    assert isinstance(parsed, JobError) and parsed.fields == ["input.submission"]

@@ -64,7 +64,7 @@ async def transcribe_backlog(
     language: str | None = None,
     task: str = "transcribe",
     prompt: str | None = None,
-    hotwords: Sequence[str] = (),
+    hotwords: Sequence[str] | str = (),
     subtitles: dict[str, float] | bool | None = None,
     diarize: bool = False,
     max_speakers: int | None = None,
@@ -91,8 +91,9 @@ async def transcribe_backlog(
         local files (up to ~7.4 MB each) travel inside the jobs and transcripts come back in the answers.
     formats: a list such as ["json", "srt"] or a comma string such as "json,srt".
     task: "translate" for English text from any language (multilingual Whisper models).
-    prompt, hotwords: vocabulary, e.g. hotwords=["ComfyUI"]; subtitles: True for readable srt/vtt
-        cues with the default limits, or a dict such as {"max_line_width": 32, "max_duration_s": 5}.
+    prompt, hotwords: vocabulary, e.g. hotwords=["ComfyUI", "Sortformer"] or "ComfyUI,Sortformer";
+    subtitles: True (or {}) for readable srt/vtt cues with the default limits, or a dict such as
+        {"max_line_width": 32, "max_duration_s": 5}.
     diarize: label who speaks when (`speaker` on segments and words, speaker-prefixed txt, srt and
         vtt); the endpoint's image needs its diarizer. max_speakers (with diarize): at most this many.
     endpoint: a RunPod endpoint id (key from api_key or RUNPOD_API_KEY), or the URL of a
@@ -106,8 +107,8 @@ async def transcribe_backlog(
         {
             **locals(),
             "formats": split_formats(formats),
-            "hotwords": tuple(hotwords),
-            "subtitles": ({} if subtitles is True else dict(subtitles)) if subtitles else None,
+            "hotwords": _hotwords(hotwords),
+            "subtitles": _subtitles(subtitles),
         }
     )
     return await run_backlog(
@@ -151,6 +152,19 @@ async def run_backlog(
         start_endpoint=start_endpoint,
     )
     return await runner.run()
+
+
+def _hotwords(hotwords: Sequence[str] | str) -> tuple[str, ...]:
+    """A string is a comma list of hotwords, never a list of its letters."""
+    parts = hotwords.split(",") if isinstance(hotwords, str) else list(hotwords)
+    return tuple(part.strip() for part in map(str, parts) if part.strip())
+
+
+def _subtitles(subtitles: dict[str, float] | bool | None) -> dict[str, float] | None:
+    """True or {}: the default limits; a dict: those limits; None or False: the engine's own cues."""
+    if subtitles is None or subtitles is False:
+        return None
+    return {} if subtitles is True else dict(subtitles)
 
 
 def split_formats(formats: Sequence[str] | str) -> tuple[str, ...]:

@@ -55,8 +55,10 @@ class OutputLocation:
             return Path("stenopod-state.sqlite")
         return self.folder / ".stenopod-state.sqlite"
 
-    def open_store(self, credentials: S3Credentials | None = None) -> ObjectStore:
+    def open_store(
+        self, credentials: S3Credentials | None = None, allow_private: bool | None = None
+    ) -> ObjectStore:
         if self.bucket is not None:
-            return S3Store(self.bucket, self.prefix, credentials)
+            return S3Store(self.bucket, self.prefix, credentials, allow_private)
         assert self.folder is not None
         return LocalStore(self.folder)

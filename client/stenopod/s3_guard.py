@@ -35,9 +35,15 @@ class PinnedEndpoint:
     addresses: tuple[str, ...]  # every address the host resolved to, all of them checked
 
 
-def check_job_endpoint(credentials: S3Credentials) -> PinnedEndpoint | None:
-    """The checked endpoint to pin, or None: the operator's endpoint, AWS's default, or allowed."""
-    if not credentials.from_job or not credentials.endpoint_url or allow_private_urls():
+def check_job_endpoint(
+    credentials: S3Credentials, allow_private: bool | None = None
+) -> PinnedEndpoint | None:
+    """The checked endpoint to pin, or None: the operator's endpoint, AWS's default, or allowed.
+
+    allow_private: the worker passes its own setting (read at its start); None reads the client's."""
+    if allow_private is None:
+        allow_private = allow_private_urls()
+    if not credentials.from_job or not credentials.endpoint_url or allow_private:
         return None
     return check_endpoint(credentials.endpoint_url)
 

@@ -51,7 +51,10 @@ __all__ = [
 
 # An item id becomes part of an object key (<prefix><id>.<format>), so it must never climb out of
 # the prefix or smuggle control characters: a conservative character set, no "..", bounded length.
-ITEM_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+# '/' separates folders (a backlog keeps its sources' folders); each folder name is as strict as a
+# whole id, so there is no leading '/', no empty or dot-only segment.
+MAX_ITEM_ID_CHARS = 128
+ITEM_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$"
 _ITEM_ID_RE = re.compile(ITEM_ID_PATTERN)
 AUDIO_SCHEMES = ("http://", "https://", "s3://", "data:")
 MAX_ITEMS_PER_JOB = 1000
@@ -96,16 +99,26 @@ class Subtitles(_Strict):
 
 
 def is_valid_item_id(value: str) -> bool:
-    return bool(_ITEM_ID_RE.match(value)) and ".." not in value
+    return len(value) <= MAX_ITEM_ID_CHARS and bool(_ITEM_ID_RE.fullmatch(value)) and ".." not in value
+
+
+ITEM_ID_RULE = (
+    "1-128 characters of letters, digits, '.', '_', '-' and '/' between folder names, each starting "
+    "with a letter or digit, with no '..'"
+)
 
 
 def _check_item_id(value: str) -> str:
     if not is_valid_item_id(value):
-        raise ValueError(
-            "must be 1-128 characters of letters, digits, '.', '_' or '-', start with a letter or "
-            "digit and contain no '..' (it becomes part of an object key)"
-        )
+        raise ValueError(f"must be {ITEM_ID_RULE} (it becomes part of an object key)")
     return value
+
+
+def _check_token(value: str) -> str:
+    # A token names one record, <output>_stenopod/submissions/<token>.json: no folders in it.
+    if "/" in value:
+        raise ValueError("must not contain '/'")
+    return _check_item_id(value)
 
 
 def _check_audio_ref(value: str) -> str:
@@ -142,7 +155,12 @@ def _check_http_url(value: str) -> None:
         raise ValueError(f"the URL {problem}")
 
 
-ItemId = Annotated[str, Field(description="Stable id; becomes the object key stem <prefix><id>.<format>.")]
+ItemId = Annotated[
+    str,
+    Field(
+        description="Stable id; becomes the object key stem <prefix><id>.<format> ('/' separates folders)."
+    ),
+]
 AudioRef = Annotated[
     str,
     Field(
@@ -269,7 +287,7 @@ class JobInput(_Strict):
     @field_validator("submission")
     @classmethod
     def _submission(cls, value: str | None) -> str | None:
-        return None if value is None else _check_item_id(value)
+        return None if value is None else _check_token(value)
 
     @field_validator("audio")
     @classmethod

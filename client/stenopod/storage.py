@@ -221,7 +221,13 @@ class LocalStore(ObjectStore):
 class S3Store(ObjectStore):
     """An S3-compatible bucket with an optional key prefix (boto3)."""
 
-    def __init__(self, bucket: str, prefix: str = "", credentials: S3Credentials | None = None) -> None:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        credentials: S3Credentials | None = None,
+        allow_private: bool | None = None,
+    ) -> None:
         import boto3  # boto3 is slow to import; only S3 users pay for it
         from botocore.config import Config
 
@@ -232,7 +238,7 @@ class S3Store(ObjectStore):
         creds = credentials or S3Credentials.from_env()
         # A job's own endpoint is checked before any request (and pinned after); path-style
         # addressing keeps the bucket name out of the host, so the checked host is the only one.
-        pinned = check_job_endpoint(creds)
+        pinned = check_job_endpoint(creds, allow_private)
         try:
             self._client = boto3.client(
                 "s3",
@@ -365,9 +371,12 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
 
 
 def open_store(
-    location: str, credentials: S3Credentials | None = None, allow_local: bool = True
+    location: str,
+    credentials: S3Credentials | None = None,
+    allow_local: bool = True,
+    allow_private: bool | None = None,
 ) -> ObjectStore:
     """An ObjectStore rooted at an s3://bucket/prefix/ URI, a file:// URI or a folder path."""
     from stenopod.output_location import OutputLocation  # it builds on this module's stores
 
-    return OutputLocation.parse(location, allow_local=allow_local).open_store(credentials)
+    return OutputLocation.parse(location, allow_local=allow_local).open_store(credentials, allow_private)

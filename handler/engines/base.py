@@ -79,6 +79,20 @@ class BatchLimits:
     max_items: int
     max_audio_s: float
 
+    def group(self, durations: list[float]) -> list[list[int]]:
+        """Consecutive positions grouped into calls within these limits (one audio longer than
+        max_audio_s has a call of its own)."""
+        calls: list[list[int]] = []
+        seconds = 0.0
+        for position, duration in enumerate(durations):
+            if calls and len(calls[-1]) < self.max_items and seconds + duration <= self.max_audio_s:
+                calls[-1].append(position)
+                seconds += duration
+            else:
+                calls.append([position])
+                seconds = duration
+        return calls
+
 
 class EngineError(Exception):
     """The engine failed on this batch. gpu_failed marks CUDA errors that poison the process."""

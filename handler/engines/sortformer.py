@@ -96,7 +96,7 @@ class SortformerDiarizer:
                 results[index] = SpeakerActivity(np.zeros((0, self.max_speakers), np.float32), self.frame_s)
         # Similar lengths side by side, as a batch pads to its longest member.
         pending = sorted((i for i, r in enumerate(results) if r is None), key=lambda i: arrays[i].size)
-        for call in _calls([arrays[i].size / SAMPLE_RATE for i in pending], self.batch_limits()):
+        for call in self.batch_limits().group([arrays[i].size / SAMPLE_RATE for i in pending]):
             indices = [pending[position] for position in call]
             for index, probabilities in zip(indices, self._run([arrays[i] for i in indices]), strict=True):
                 results[index] = SpeakerActivity(probabilities, self.frame_s)
@@ -134,20 +134,6 @@ class SortformerDiarizer:
     def smoke_test(self) -> None:
         """A second of silence through the model, so a broken GPU or model fails at start-up."""
         self.activity([np.zeros(SAMPLE_RATE, dtype=np.float32)])
-
-
-def _calls(durations: list[float], limits: BatchLimits) -> list[list[int]]:
-    """Consecutive positions grouped into calls of at most limits.max_items and max_audio_s each."""
-    calls: list[list[int]] = []
-    seconds = 0.0
-    for position, duration in enumerate(durations):
-        if calls and len(calls[-1]) < limits.max_items and seconds + duration <= limits.max_audio_s:
-            calls[-1].append(position)
-            seconds += duration
-        else:
-            calls.append([position])
-            seconds = duration
-    return calls
 
 
 def _quiet_streaming_progress() -> None:

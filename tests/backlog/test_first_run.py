@@ -99,10 +99,10 @@ def test_a_rerun_with_more_formats_makes_them(recordings, tmp_path, caplog):
     output = tmp_path / "out"
     with RunPodEndpointTestDouble(output_for=_worker) as double:
         assert _transcribe(double, str(recordings / "a.mp3"), output=output) == 0
-        assert sorted(path.suffix for path in output.glob("a-*")) == [".json", ".txt"]
+        assert sorted(path.suffix for path in output.glob("a.*")) == [".json", ".txt"]
         more = ("--formats", "json,txt,srt,vtt")
         assert _transcribe(double, str(recordings / "a.mp3"), output=output, extra=more) == 0
-        assert sorted(path.suffix for path in output.glob("a-*")) == [".json", ".srt", ".txt", ".vtt"]
+        assert sorted(path.suffix for path in output.glob("a.*")) == [".json", ".srt", ".txt", ".vtt"]
         assert "1 done item(s) lack some of" in caplog.text
         # Fewer formats than were made: nothing to do again.
         jobs = len(double.jobs)

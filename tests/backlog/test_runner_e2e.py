@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import sqlite3
 import uuid
 from pathlib import Path
 
 import pytest
 from stenopod import api
+from stenopod.backlog.ids import dedupe_ids
 from stenopod.backlog.ledger import Ledger
 from stenopod.backlog.loop import BacklogRunner
 from stenopod.backlog.options import BacklogOptions
@@ -19,6 +21,7 @@ from stenopod.endpoint import EndpointClient
 from stenopod.storage import S3Credentials
 
 from tests.backlog.conftest import fetches
+from tests.sdk.test_names import OLD_ITEMS
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -58,8 +61,8 @@ def test_folder_manifest_and_feed_become_transcripts_and_a_manifest(
     endpoint, speech_server, tmp_path, data_dir
 ):
     folder = tmp_path / "folder"
-    folder.mkdir()
-    shutil.copyfile(data_dir / "jfk.flac", folder / "jfk.flac")
+    (folder / "Saison 1").mkdir(parents=True)
+    shutil.copyfile(data_dir / "jfk.flac", folder / "Saison 1" / "Épisode 2 – Café.flac")
     manifest = tmp_path / "list.txt"
     manifest.write_text(f"# one URL a line\n{speech_server.url('librispeech_1089-134686-0001.wav')}\n")
     speech_server.routes["/feed.xml"] = _serve_text(
@@ -77,12 +80,17 @@ def test_folder_manifest_and_feed_become_transcripts_and_a_manifest(
         assert sorted(line["outputs"]) == ["json", "txt"]
         assert (output / f"{line['id']}.json").is_file() and (output / f"{line['id']}.txt").is_file()
         assert line["model"] == "tiny.en" and line["duration_s"] > 0
-    by_source = {line["source"]: line for line in lines}
-    jfk = next(line for source, line in by_source.items() if source.endswith("jfk.flac"))
-    assert "country" in (output / f"{jfk['id']}.txt").read_text().lower()
-    episode = next(line for line in lines if "episode-one" in line["id"])
-    assert "comfy" in (output / f"{episode['id']}.txt").read_text().lower()
-    assert json.loads((output / f"{jfk['id']}.json").read_text())["text"]
+    # Readable names: the file's stem in ASCII under its folder, a URL's stem, an episode's title.
+    assert sorted(line["id"] for line in lines) == [
+        "Episode-one",
+        "Saison-1/Episode-2-Cafe",
+        "librispeech_1089-134686-0001",
+    ]
+    assert "country" in (output / "Saison-1" / "Episode-2-Cafe.txt").read_text().lower()
+    episode = next(line for line in lines if line["id"] == "Episode-one")
+    assert episode["title"] == "Episode one"  # the feed's title, shown in the manifest
+    assert "comfy" in (output / "Episode-one.txt").read_text().lower()
+    assert json.loads((output / "Saison-1" / "Episode-2-Cafe.json").read_text())["text"]
 
     # The same command again: everything is done, nothing is submitted or fetched again.
     accepted = endpoint.stats()["jobs"]["accepted"]
@@ -92,13 +100,36 @@ def test_folder_manifest_and_feed_become_transcripts_and_a_manifest(
     assert fetches(speech_server, "librispeech_1089-134686-0001.wav") == 1
 
 
+def test_a_state_file_of_an_earlier_version_resumes_under_its_hashed_ids(endpoint, speech_server, tmp_path):
+    """Its done item is not transcribed again under a new name; its new items get hashed ids too."""
+    output = tmp_path / "out"
+    done, new = speech_server.url("jfk.flac"), speech_server.url("hotwords.mp3")
+    (done_id,) = dedupe_ids([(done, None)])
+    output.mkdir()
+    with sqlite3.connect(output / ".stenopod-state.sqlite") as db:
+        db.execute(OLD_ITEMS)  # the items table before readable names: no identity column, no id_scheme
+        db.execute(
+            "INSERT INTO items(id, position, source, audio, state, outputs, updated_at)"
+            " VALUES (?, 0, ?, ?, 'done', ?, 0)",
+            (done_id, done, done, json.dumps({"txt": (output / f"{done_id}.txt").as_uri()})),
+        )
+    accepted = endpoint.stats()["jobs"]["accepted"]
+
+    report = api.transcribe([done, new], str(output), endpoint=endpoint.base_url, formats=["txt"])
+
+    assert (report.total, report.done, report.failed) == (2, 2, 0)
+    assert sorted(item.id for item in report.items) == sorted([done_id, *dedupe_ids([(new, None)])])
+    assert endpoint.stats()["jobs"]["accepted"] == accepted + 1  # hotwords only
+    assert fetches(speech_server, "jfk.flac") == 0
+
+
 def test_s3_output_uploads_local_files_and_stores_everything_in_the_bucket(
     endpoint, moto_s3, s3_bucket, speech_server, speech_dir, tmp_path
 ):
     output = f"s3://{s3_bucket}/runs/one/"
     credentials = S3Credentials(endpoint_url=moto_s3.endpoint_url)
     # Inputs from everywhere: a local file (uploaded), a URL, and an s3:// prefix (presigned).
-    moto_s3.client().upload_file(str(speech_dir / "hotwords.mp3"), s3_bucket, "incoming/hotwords.mp3")
+    moto_s3.client().upload_file(str(speech_dir / "hotwords.mp3"), s3_bucket, "incoming/2024/hotwords.mp3")
     sources = [
         str(speech_dir / "jfk.flac"),
         speech_server.url("librispeech_1089-134686-0001.wav"),
@@ -115,6 +146,11 @@ def test_s3_output_uploads_local_files_and_stores_everything_in_the_bucket(
     )
 
     assert (report.done, report.failed) == (3, 0)
+    assert sorted(item.id for item in report.items) == [
+        "2024/hotwords",
+        "jfk",
+        "librispeech_1089-134686-0001",
+    ]
     keys = {entry["Key"] for entry in moto_s3.client().list_objects_v2(Bucket=s3_bucket)["Contents"]}
     for item in report.items:
         assert {f"runs/one/{item.id}.txt", f"runs/one/{item.id}.vtt"} <= keys

@@ -1,4 +1,5 @@
-"""Fixtures for the worker's tests: the tiny NeMo model, built once per test run."""
+"""Fixtures for the worker's tests: the tiny NeMo model, built once per test run, and the run_job
+tests' environment."""
 
 from __future__ import annotations
 
@@ -21,3 +22,20 @@ def tiny_sortformer_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.support.tiny_sortformer import build_tiny_sortformer_nemo
 
     return build_tiny_sortformer_nemo(tmp_path_factory.mktemp("tiny-sortformer") / "tiny-sortformer.nemo")
+
+
+@pytest.fixture
+def job_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Loopback fetches allowed, fast retries, and a temp root the tests can inspect.
+
+    The run_job tests (test_job*.py) take it for every test with `pytest.mark.usefixtures`.
+    """
+    tmp_root = tmp_path / "worker-tmp"
+    tmp_root.mkdir()
+    monkeypatch.setenv("STENOPOD_ALLOW_PRIVATE_URLS", "1")
+    monkeypatch.setenv("STENOPOD_FETCH_BACKOFF_S", "0.01")
+    monkeypatch.setenv("STENOPOD_CALLBACK_BACKOFF_S", "0.01")
+    monkeypatch.setenv("STENOPOD_TMP_DIR", str(tmp_root))
+    for name in ("STENOPOD_ALLOW_LOCAL_OUTPUT", "STENOPOD_MAX_INLINE_BYTES", "STENOPOD_BATCH_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_root

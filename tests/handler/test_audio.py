@@ -257,19 +257,19 @@ def test_s3_fetch_with_env_and_s3config_credentials(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv("STENOPOD_ALLOW_PRIVATE_URLS", raising=False)
+    guarded = limits(allow_private=False)
     data = (data_dir / "jfk.flac").read_bytes()
     moto_s3.client().put_object(Bucket=s3_bucket, Key="in/jfk.flac", Body=data)
     # The worker's own endpoint (S3_ENDPOINT_URL, the operator's) is trusted on loopback.
-    assert fetch_audio(f"s3://{s3_bucket}/in/jfk.flac", tmp_path / "a", limits()).read_bytes() == data
+    assert fetch_audio(f"s3://{s3_bucket}/in/jfk.flac", tmp_path / "a", guarded).read_bytes() == data
 
     creds = S3Credentials.from_runpod_s3_config(
         {"accessId": "testing", "accessSecret": "testing", "endpointUrl": moto_s3.endpoint_url}
     )
     # A job's own endpoint on loopback needs the allow switch, like any URL a job names.
-    error = fetch_error(f"s3://{s3_bucket}/in/jfk.flac", tmp_path / "b", limits(), creds)
+    error = fetch_error(f"s3://{s3_bucket}/in/jfk.flac", tmp_path / "b", guarded, creds)
     assert error.code == ErrorCode.url_forbidden and "s3Config.endpointUrl" in error.message
-    monkeypatch.setenv("STENOPOD_ALLOW_PRIVATE_URLS", "1")
+    # The worker's switch (STENOPOD_ALLOW_PRIVATE_URLS, read at its start) allows it.
     assert fetch_audio(f"s3://{s3_bucket}/in/jfk.flac", tmp_path / "b", limits(), creds).read_bytes() == data
 
 

@@ -168,6 +168,31 @@ def test_chunks_of_all_audios_share_batches_and_short_audio_passes_through(speec
     assert len(results[1].segments) == chunk_count
 
 
+def test_progress_reports_each_chunk_after_its_engine_call(speech) -> None:
+    long_audio, _ = speech
+    short = load_clip(CLIPS["horizon"])
+    engine = RecordingTestEngine()
+    seen: list[tuple[int, float, int]] = []
+    transcribe_long(
+        engine,
+        [long_audio, short],
+        max_chunk_s=12.0,
+        batch_size=1,
+        progress=lambda chunks: seen.extend(
+            (index, seconds, len(engine.batches)) for index, seconds in chunks
+        ),
+    )
+    chunks = plan_chunks(long_audio, 12.0)
+    long_seen = [(seconds, calls) for index, seconds, calls in seen if index == 0]
+    # One report per chunk, each right after its own call: a long item's progress moves.
+    assert len(long_seen) == len(chunks) > 1
+    assert sorted(calls for _, calls in long_seen) == sorted(set(calls for _, calls in long_seen))
+    # The chunks' seconds (the worker tops an item up to its length, pauses between chunks and all).
+    planned_s = sum(chunk.end - chunk.start for chunk in chunks) / SAMPLE_RATE
+    assert sum(seconds for seconds, _ in long_seen) == pytest.approx(planned_s)
+    assert [seconds for index, seconds, _ in seen if index == 1] == [pytest.approx(short.size / SAMPLE_RATE)]
+
+
 class SmallCallsTestEngine(RecordingTestEngine):
     """Test double whose batch sweet spot is three audios or 25 s, whichever comes first."""
 

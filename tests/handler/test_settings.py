@@ -68,3 +68,54 @@ def test_nothing_else_in_the_worker_reads_the_environment() -> None:
         if reads.search(path.read_text(encoding="utf-8"))
     )
     assert readers == ["handler/settings.py"]
+
+
+def test_a_job_runs_with_the_settings_it_was_given_not_the_environment_of_the_moment(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from handler.engines.registry import EngineRegistry, ModelSpec
+    from handler.job import run_job
+
+    posts: list[bytes] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            posts.append(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings = JobSettings.from_env({"STENOPOD_ALLOW_PRIVATE_URLS": "1", "STENOPOD_ALLOW_LOCAL_OUTPUT": "1"})
+    # What the worker read at its start decides; a value that changed since (here one it would
+    # refuse) is never read again by a job, its callback or its output store.
+    monkeypatch.setenv("STENOPOD_ALLOW_PRIVATE_URLS", "yes")
+    audio = base64.b64encode((data_dir / "jfk.flac").read_bytes()).decode()
+    job = {
+        "id": "settings-once",
+        "input": {
+            "audio": f"data:audio/flac;base64,{audio}",
+            "output": str(tmp_path / "out"),
+            "callback": {"url": f"http://127.0.0.1:{server.server_port}/hook", "secret": "s" * 32},
+        },
+    }
+    try:
+        answer = asyncio.run(
+            run_job(job, EngineRegistry([ModelSpec("instant", "instant")]), settings=settings)
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "error" not in answer, answer
+    [item] = answer["items"]
+    assert item["status"] == "ok" and item["error"] is None and item["outputs"]
+    assert len(posts) == 1

@@ -1,83 +1,52 @@
-"""Faults across the client, the local endpoint and the worker; the backlog must lose nothing.
+"""Faults around one shared real worker; the backlog must lose nothing.
 
 (a) the object store fails during upload (resets, 500s, slowness) behind a flaky proxy;
-(b) the endpoint answers 429 and 503 for a stretch (RunPod's cloud, played by a test double);
 (c) the webhook listener is down, so polling must take over;
 (d) the client is SIGKILLed 20 times over one backlog.
 The worker is the real handler running the instant TEST DOUBLE engine (STENOPOD_ENABLE_TEST_ENGINE=1),
-so these tests exercise queueing, storage and recovery, not speech recognition.
+so these tests exercise queueing, storage and recovery, not speech recognition. (b) a 429/503 storm
+from the endpoint and (e) a worker killed mid-job, each on its own endpoint, are in
+test_faults_endpoint.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
-import wave
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
 from stenopod.backlog.loop import BacklogRunner
-from stenopod.backlog.options import BacklogOptions
 from stenopod.local import LocalEndpoint, run_in_thread
-from stenopod.storage import S3Credentials, S3Store, parse_s3_uri
+from stenopod.storage import S3Credentials
 
 from bench.figures import record
 from handler.engines.instant import INSTANT_MODEL_ID
+from tests.reliability.fault_rig import (
+    FORMATS,
+    check_done_means_stored,
+    local_options,
+    manifest_lines,
+    slow_file,
+    tone_wav,
+    write_manifest,
+)
 from tests.reliability.flaky_proxy import FlakyS3Proxy
-from tests.support.endpoint_double import RunPodEndpointTestDouble
 from tests.support.servers import AudioHTTPServer, MotoS3, free_port
 
 pytestmark = pytest.mark.timeout(300)
-
-FORMATS = ("json", "txt", "srt", "vtt")
-
-
-def tone_wav(path: Path, seconds: float = 0.3, hz: float = 440.0) -> None:
-    t = np.arange(int(seconds * 16_000)) / 16_000
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(16_000)
-        out.writeframes((0.3 * np.sin(2 * np.pi * hz * t) * 32767).astype("<i2").tobytes())
-
-
-def write_manifest(path: Path, urls: list[tuple[str, str]], duration_s: float = 1.0) -> Path:
-    """A JSONL backlog manifest: explicit ids and a duration, so packing is predictable."""
-    lines = [json.dumps({"id": item_id, "url": url, "duration_s": duration_s}) for item_id, url in urls]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def manifest_lines(data: bytes) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in data.decode().splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")
 def proxy(moto_s3: MotoS3) -> Iterator[FlakyS3Proxy]:
     server = FlakyS3Proxy(moto_s3.port).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def audio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AudioHTTPServer]:
-    """Short tones on loopback: clip-0.wav ... clip-59.wav."""
-    root = tmp_path_factory.mktemp("fault-audio")
-    for n in range(60):
-        tone_wav(root / f"clip-{n}.wav", hz=200.0 + 10 * n)
-    server = AudioHTTPServer(root).start()
     yield server
     server.stop()
 
@@ -98,37 +67,6 @@ def endpoint(proxy: FlakyS3Proxy, tmp_path_factory: pytest.TempPathFactory) -> I
         webhook_retry_delay_s=0.2,
     ) as local:
         yield local
-
-
-def local_options(manifest: Path, output: str, endpoint: LocalEndpoint, **extra: Any) -> BacklogOptions:
-    settings: dict[str, Any] = {
-        "sources": [str(manifest)],
-        "output": output,
-        "endpoint": endpoint.base_url,
-        "model": INSTANT_MODEL_ID,
-        "formats": FORMATS,
-        "job_seconds": 2.0,
-        "poll_initial_s": 0.05,
-        "poll_max_s": 0.3,
-        **extra,
-    }
-    return BacklogOptions(**settings)
-
-
-def check_done_means_stored(
-    moto_s3: MotoS3, bucket: str, prefix: str
-) -> tuple[list[dict[str, Any]], set[str]]:
-    """Every item the manifest calls ok has each format in the bucket; returns (manifest, keys)."""
-    client = moto_s3.client()
-    keys = {
-        entry["Key"] for entry in client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
-    }
-    lines = manifest_lines(client.get_object(Bucket=bucket, Key=f"{prefix}manifest.jsonl")["Body"].read())
-    for line in lines:
-        if line["status"] == "ok":
-            missing = [fmt for fmt in FORMATS if f"{prefix}{line['id']}.{fmt}" not in keys]
-            assert missing == [], f"{line['id']} is done but {missing} are not stored"
-    return lines, keys
 
 
 # --- (a) object store faults ---------------------------------------------------------------------------
@@ -197,70 +135,6 @@ def test_store_retries_exhausted_mean_storage_failed_not_done(
     record("store_retries_exhausted", {"items": 3, "storage_failed": 1, "done": report.done})
 
 
-# --- (b) 429 and 503 from the endpoint ----------------------------------------------------------------
-
-
-def test_a_429_and_503_storm_loses_nothing_and_keeps_the_in_flight_bound(
-    moto_s3: MotoS3, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    credentials = S3Credentials(endpoint_url=moto_s3.endpoint_url)
-
-    def worker_double(job_input: dict[str, Any]) -> dict[str, Any]:
-        """Plays the worker: every format written to the real (moto) bucket, results returned."""
-        bucket, prefix = parse_s3_uri(job_input["output"])
-        store = S3Store(bucket, prefix, credentials)
-        results = []
-        for item in job_input["items"]:
-            outputs = {fmt: store.put_bytes(f"{item['id']}.{fmt}", b"text") for fmt in job_input["formats"]}
-            results.append({"id": item["id"], "status": "ok", "model": "double", "outputs": outputs})
-        return {"items": results, "model": "double"}
-
-    max_in_flight = 3
-    double = RunPodEndpointTestDouble(polls_to_complete=2, output_for=worker_double, api_key="storm-key")
-    items = [(f"storm-{n}", f"https://audio.example.test/ep{n}.mp3") for n in range(24)]
-    manifest = write_manifest(tmp_path / "backlog.jsonl", items)
-    with double:
-        monkeypatch.setenv("RUNPOD_ENDPOINT_BASE_URL", f"{double.root_url}/v2")
-        monkeypatch.setenv("RUNPOD_API_KEY", "storm-key")
-        double.fail_next(12, 429, operation="run", retry_after="0")
-        double.fail_next(8, 503, operation="status", retry_after="0")
-        double.fail_next(4, 429, operation="status")  # no Retry-After: the client's own backoff
-        double.drop_next(2, operation="status")
-        options = BacklogOptions(
-            sources=[str(manifest)],
-            output=f"s3://{s3_bucket}/storm/",
-            endpoint=double.endpoint_id,
-            formats=("json", "txt"),
-            job_seconds=2.0,
-            max_in_flight=max_in_flight,
-            poll_initial_s=0.02,
-            poll_max_s=0.1,
-            price_per_s=0.001,
-        )
-        report = asyncio.run(
-            BacklogRunner(options, state=tmp_path / "state.sqlite", s3_credentials=credentials).run()
-        )
-    assert (report.done, report.failed, report.pending) == (24, 0, 0)
-    assert len(double.answered("run", 429)) == 12
-    assert len(double.answered("status", 503)) == 8 and len(double.answered("status", 429)) == 4
-    assert double.max_concurrent <= max_in_flight
-    completed = [job for job in double.jobs.values() if job.status == "COMPLETED"]
-    carried = sorted(item["id"] for job in completed for item in job.input["items"])
-    assert carried == sorted(item_id for item_id, _ in items)  # each item in exactly one finished job
-    record(
-        "endpoint_storm",
-        {
-            "items": 24,
-            "answered_429": 16,
-            "answered_503": 8,
-            "dropped": 2,
-            "max_concurrent": double.max_concurrent,
-            "max_in_flight": max_in_flight,
-            "done": report.done,
-        },
-    )
-
-
 # --- (c) webhook listener down ---------------------------------------------------------------------------
 
 
@@ -314,20 +188,6 @@ def _ledger_state(state: Path) -> tuple[int, int, int]:
     return done, opened, running
 
 
-def _slow_file(root: Path, name: str, delay_s: float):
-    """Serve a file after a pause, so a job stays in flight long enough to be killed around."""
-
-    def route(handler: BaseHTTPRequestHandler) -> None:
-        time.sleep(delay_s)
-        data = (root / name).read_bytes()
-        handler.send_response(200)
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
-
-    return route
-
-
 @pytest.mark.timeout(420)
 def test_twenty_sigkills_then_every_item_is_transcribed_exactly_once(
     endpoint: LocalEndpoint, tmp_path: Path
@@ -338,7 +198,7 @@ def test_twenty_sigkills_then_every_item_is_transcribed_exactly_once(
     names = [f"kill-{n}.wav" for n in range(KILL_ITEMS)]
     for n, name in enumerate(names):
         tone_wav(root / name, hz=300.0 + 7 * n)
-        server.routes[f"/{name}"] = _slow_file(root, name, 0.25)
+        server.routes[f"/{name}"] = slow_file(root, name, 0.25)
     try:
         manifest = write_manifest(
             tmp_path / "backlog.jsonl", [(name[:-4], server.url(name)) for name in names]
@@ -413,46 +273,3 @@ def test_twenty_sigkills_then_every_item_is_transcribed_exactly_once(
             "attempts": attempts,
         },
     )
-
-
-# --- (e) a worker process killed mid-job ---------------------------------------------------------------
-
-
-def test_a_worker_killed_mid_job_is_requeued_and_the_backlog_finishes(
-    audio: AudioHTTPServer, tmp_path: Path
-) -> None:
-    """SIGKILL the real worker process while it holds a job: the endpoint requeues the job on a
-    fresh worker and the client's backlog ends with every item done, in the output once."""
-    audio.routes["/slow-kill.wav"] = _slow_file(audio.root, "clip-50.wav", 3.0)
-    items = [("killed-0", audio.url("slow-kill.wav"))] + [
-        (f"killed-{n}", audio.url(f"clip-{50 + n}.wav")) for n in range(1, 4)
-    ]
-    manifest = write_manifest(tmp_path / "backlog.jsonl", items)
-    env = {"RUNPOD_PING_INTERVAL": "1000", "STENOPOD_ENABLE_TEST_ENGINE": "1"}
-    with run_in_thread(workers=1, allow_private_urls=True, env=env, log_dir=tmp_path / "logs") as local:
-        options = local_options(manifest, str(tmp_path / "out"), local)
-        outcome: dict[str, Any] = {}
-
-        def run_backlog() -> None:
-            outcome["report"] = asyncio.run(BacklogRunner(options, state=tmp_path / "state.sqlite").run())
-
-        runner = threading.Thread(target=run_backlog)
-        runner.start()
-        deadline = time.monotonic() + 60
-        while local.stats()["jobs"]["in_progress"] == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert local.stats()["jobs"]["in_progress"] >= 1, "no job ever started"
-        assert local.pool is not None
-        (victim,) = [worker for worker in local.pool.workers() if worker.jobs]
-        assert victim.process is not None
-        os.kill(victim.process.pid, signal.SIGKILL)
-        runner.join(timeout=120)
-        assert not runner.is_alive()
-        stats = local.stats()
-    report = outcome["report"]
-    assert (report.done, report.failed) == (4, 0)
-    assert stats["jobs"]["retried"] >= 1 and stats["workers"]["restarts"] >= 1
-    assert all(stats["items_completed"].get(item_id) == 1 for item_id, _ in items)
-    written = sorted(path.name for path in (tmp_path / "out").glob("killed-*.json"))
-    assert written == [f"killed-{n}.json" for n in range(4)]
-    record("worker_killed", {"items": 4, "done": report.done, "requeued": stats["jobs"]["retried"]})

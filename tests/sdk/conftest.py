@@ -13,3 +13,7 @@ from tests.support.endpoint_double import RunPodEndpointTestDouble
 def endpoint_double() -> Iterator[RunPodEndpointTestDouble]:
     with RunPodEndpointTestDouble() as double:
         yield double
+
+
+# The served folder of the source tests (tests/sdk/sources_support.py).
+from tests.sdk.sources_support import served_dir  # noqa: E402, F401

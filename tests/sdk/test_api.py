@@ -36,3 +36,27 @@ def test_formats_take_a_list_or_a_comma_string(formats: Any, monkeypatch: pytest
     monkeypatch.setattr(api, "run_backlog", fake_run_backlog)
     api.transcribe("a.mp3", "out", formats=formats)
     assert seen == [("json", "srt")]
+
+
+@pytest.mark.parametrize(
+    ("hotwords", "subtitles", "expected"),
+    [
+        ("ComfyUI", True, (("ComfyUI",), {})),
+        ("ComfyUI, Sortformer", {}, (("ComfyUI", "Sortformer"), {})),
+        (["ComfyUI"], {"max_line_width": 32}, (("ComfyUI",), {"max_line_width": 32})),
+        ((), False, ((), None)),
+        ((), None, ((), None)),
+    ],
+)
+def test_hotwords_and_subtitles_mean_what_they_say(
+    hotwords: Any, subtitles: Any, expected: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[Any] = []
+
+    async def fake_run_backlog(options: api.BacklogOptions, **_: Any) -> BacklogReport:
+        seen.append((options.hotwords, options.subtitles))
+        return BacklogReport(0, 0, 0, 0, [], 0.0, 0.0, options.output, None, "state")
+
+    monkeypatch.setattr(api, "run_backlog", fake_run_backlog)
+    api.transcribe("a.mp3", "out", hotwords=hotwords, subtitles=subtitles)
+    assert seen == [expected]

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 from stenopod.backlog.ids import dedupe_ids, item_id_for
-from stenopod.backlog.sources import SourceError, SourceItem, expand_sources, parse_itunes_duration
+from stenopod.backlog.sources import SourceError, expand_sources
 from stenopod.schema import is_valid_item_id
 from stenopod.storage import S3Credentials
 
+from tests.sdk.sources_support import ids_valid
 from tests.support.servers import AudioHTTPServer, MotoS3
 
 pytestmark = pytest.mark.timeout(120)
@@ -26,20 +26,6 @@ AUDIO_FILES = [
     "multilingual.mp3",
     "stereo_diarization.wav",
 ]
-
-
-@pytest.fixture
-def served_dir(tmp_path: Path) -> Iterator[tuple[Path, AudioHTTPServer]]:
-    """A folder of our own (feeds, manifests) served over HTTP on loopback."""
-    root = tmp_path / "served"
-    root.mkdir()
-    server = AudioHTTPServer(root).start()
-    yield root, server
-    server.stop()
-
-
-def ids_valid(items: list[SourceItem]) -> bool:
-    return all(is_valid_item_id(item.id) for item in items) and len({i.id for i in items}) == len(items)
 
 
 # --- ids ------------------------------------------------------------------------------------------
@@ -94,7 +80,9 @@ def test_folder_of_real_audio(data_dir: Path) -> None:
     for item in items:
         assert item.audio is None
         assert item.size_bytes == item.local_path.stat().st_size
-        assert item.id.startswith(item.local_path.stem + "-")
+        # Readable ids: the file's stem, below the folders under the one named.
+        folders = item.local_path.parent.relative_to(data_dir).parts
+        assert item.id == "/".join([*folders, item.local_path.stem])
     assert [item.id for item in expand_sources([str(data_dir)])] == [item.id for item in items]
 
 
@@ -106,7 +94,7 @@ def test_nested_folders_hidden_files_and_same_names(tmp_path: Path, data_dir: Pa
     (tmp_path / "2023" / "notes.txt").write_text("not audio")
     items = expand_sources([str(tmp_path)])
     assert [item.local_path.parent.name for item in items] == ["2023", "2024"]
-    assert items[0].id != items[1].id and all(item.id.startswith("ep1-") for item in items)
+    assert [item.id for item in items] == ["2023/ep1", "2024/ep1"]
 
 
 def test_glob_and_duplicates_collapse(data_dir: Path) -> None:
@@ -131,7 +119,7 @@ def test_audio_urls_are_not_fetched(audio_server: AudioHTTPServer) -> None:
     url = audio_server.url("jfk.flac")
     [item] = expand_sources([url, url])
     assert (item.source, item.audio, item.local_path, item.size_bytes) == (url, url, None, None)
-    assert item.id.startswith("jfk-")
+    assert item.id == "jfk"
     assert audio_server.requests == []
 
 
@@ -194,7 +182,7 @@ def test_csv_manifest_with_ids_and_durations(tmp_path: Path, audio_server: Audio
     )
     first, second = expand_sources([str(manifest)])
     assert (first.id, first.duration_s, first.title) == ("talk-1", 11.0, "JFK")
-    assert second.id.startswith("hotwords-") and second.duration_s is None and second.title is None
+    assert second.id == "hotwords" and second.duration_s is None and second.title is None
 
 
 def test_jsonl_manifest_served_over_http(
@@ -265,10 +253,12 @@ def test_s3_prefix_is_listed_with_sizes(moto_s3: MotoS3, s3_bucket: str, data_di
         (data_dir / "hotwords.mp3").stat().st_size,
         (data_dir / "stereo_diarization.wav").stat().st_size,
     ]
-    assert ids_valid(items) and items[0].id.startswith("ep1-") and items[0].local_path is None
+    assert ids_valid(items) and items[0].local_path is None
+    assert [item.id for item in items] == ["ep1", "season2/ep2"]  # the folders below the prefix kept
 
     [single] = expand_sources([f"s3://{s3_bucket}/podcasts/notes.txt"], s3_credentials=credentials)
     assert single.audio == f"s3://{s3_bucket}/podcasts/notes.txt"  # named exactly: taken as given
+    assert single.id == "notes"
 
     with pytest.raises(SourceError, match=rf"s3://{s3_bucket}/nothing/: no audio or video objects"):
         expand_sources([f"s3://{s3_bucket}/nothing/"], s3_credentials=credentials)
@@ -277,178 +267,6 @@ def test_s3_prefix_is_listed_with_sizes(moto_s3: MotoS3, s3_bucket: str, data_di
 
 
 # --- feeds ----------------------------------------------------------------------------------------
-
-RSS = """<?xml version="1.0" encoding="UTF-8"?>
-<rss version="2.0" xmlns:itunes="http://www.itunes.com/dtds/podcast-1.0.dtd">
-  <channel>
-    <title>Test cast</title>
-    <item>
-      <title>Episode 1</title>
-      <guid isPermaLink="false">show-ep-0001</guid>
-      <enclosure url="{audio}/jfk.flac" type="audio/flac" length="{jfk_size}"/>
-      <itunes:duration>00:00:11</itunes:duration>
-    </item>
-    <item>
-      <title>Episode 2</title>
-      <link>https://example.com/ep2</link>
-      <enclosure url="{audio}/hotwords.mp3" type="audio/mpeg" length="0"/>
-      <itunes:duration>1:05</itunes:duration>
-    </item>
-    <item><title>A text post</title><guid>post-3</guid></item>
-    <item>
-      <title>Slides</title><guid>slides-4</guid>
-      <enclosure url="{audio}/slides.pdf" type="application/pdf" length="10"/>
-    </item>
-    <item>
-      <title>Video</title><guid>show-ep-0005</guid>
-      <enclosure url="{audio}/multilingual.mp3" type="video/mp4" length="99"/>
-      <itunes:duration>125</itunes:duration>
-    </item>
-    <item>
-      <title>Episode 1 again</title>
-      <guid isPermaLink="false">show-ep-0001</guid>
-      <enclosure url="{audio}/jfk.flac" type="audio/flac"/>
-    </item>
-  </channel>
-</rss>
-"""
-
-ATOM = """<?xml version="1.0" encoding="utf-8"?>
-<feed xmlns="http://www.w3.org/2005/Atom" xmlns:itunes="http://www.itunes.com/dtds/podcast-1.0.dtd">
-  <title>Atom cast</title>
-  <entry>
-    <title>Lecture 1</title>
-    <id>tag:example.com,2024:lecture-1</id>
-    <link rel="alternate" href="https://example.com/l1"/>
-    <link rel="enclosure" href="{audio}/librispeech_1089-134686-0001.wav" type="audio/wav" length="1234"/>
-    <itunes:duration>01:02:03</itunes:duration>
-  </entry>
-  <entry>
-    <title>Lecture 2</title>
-    <link href="https://example.com/l2"/>
-    <link rel="enclosure" href="relative/l2.mp3"/>
-  </entry>
-  <entry><title>News</title><id>news-1</id><link href="https://example.com/news"/></entry>
-</feed>
-"""
-
-
-def test_rss_feed_url_without_extension(
-    served_dir: tuple[Path, AudioHTTPServer], audio_server: AudioHTTPServer, data_dir: Path
-) -> None:
-    root, server = served_dir
-    (root / "feed").write_text(
-        RSS.format(audio=audio_server.base_url, jfk_size=(data_dir / "jfk.flac").stat().st_size)
-    )
-    items = expand_sources([server.url("feed")])
-    assert [item.title for item in items] == ["Episode 1", "Episode 2", "Video"]
-    first, second, video = items
-    assert first.audio == audio_server.url("jfk.flac") and first.source == first.audio
-    assert first.id.startswith("show-ep-0001-")
-    assert (first.duration_s, first.size_bytes) == (11.0, (data_dir / "jfk.flac").stat().st_size)
-    assert second.id.startswith("example.com-ep2-")  # no guid: the link is the hint
-    assert (second.duration_s, second.size_bytes) == (65.0, None)
-    assert (video.duration_s, video.size_bytes) == (125.0, 99)
-    assert ids_valid(items)
-    # Same feed again: same ids; the audio itself was never downloaded.
-    assert [item.id for item in expand_sources([server.url("feed")])] == [item.id for item in items]
-    assert audio_server.requests == []
-
-
-def test_atom_feed_file_and_url(
-    served_dir: tuple[Path, AudioHTTPServer], audio_server: AudioHTTPServer
-) -> None:
-    root, server = served_dir
-    (root / "lectures.atom").write_text(ATOM.format(audio=audio_server.base_url))
-    first, second = expand_sources([server.url("lectures.atom")])
-    assert first.title == "Lecture 1" and first.duration_s == 3723.0 and first.size_bytes == 1234
-    assert first.id.startswith("tag-example.com-2024-lecture-1-")
-    assert second.audio == server.url("relative/l2.mp3")
-    assert second.id.startswith("example.com-l2-")
-    # The same feed as a local file (sniffed by content even with a .xml name).
-    local = root / "copy.xml"
-    local.write_text(
-        ATOM.format(audio=audio_server.base_url).replace("relative/l2.mp3", "https://x.test/l2.mp3")
-    )
-    assert [item.title for item in expand_sources([str(local)])] == ["Lecture 1", "Lecture 2"]
-
-
-def test_a_feed_by_another_url_keeps_its_episode_ids(
-    served_dir: tuple[Path, AudioHTTPServer], audio_server: AudioHTTPServer, data_dir: Path
-) -> None:
-    root, server = served_dir
-    (root / "feed").write_text(
-        RSS.format(audio=audio_server.base_url, jfk_size=(data_dir / "jfk.flac").stat().st_size)
-    )
-    ids = [item.id for item in expand_sources([server.url("feed")])]
-    # The same feed by host name, and saved as a file: the same episodes, so the same ids.
-    by_name = server.url("feed").replace("127.0.0.1", "localhost")
-    assert by_name != server.url("feed")
-    assert [item.id for item in expand_sources([by_name])] == ids
-    assert [item.id for item in expand_sources([str(root / "feed")])] == ids
-    # Given twice in one backlog, by both URLs, each episode is one item.
-    assert [item.id for item in expand_sources([server.url("feed"), by_name])] == ids
-
-
-def test_two_episodes_under_one_guid_are_both_kept(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    feed = tmp_path / "feed.rss"
-    feed.write_text(
-        "<rss><channel><title>Slips</title>"
-        '<item><title>One</title><guid>ep</guid><enclosure url="https://x.test/1.mp3" type="audio/mpeg"/></item>'
-        '<item><title>Two</title><guid>ep</guid><enclosure url="https://x.test/2.mp3" type="audio/mpeg"/></item>'
-        '<item><title>Two again</title><guid>ep</guid><enclosure url="https://x.test/2.mp3"/></item>'
-        "</channel></rss>"
-    )
-    with caplog.at_level("WARNING"):
-        items = expand_sources([str(feed)])
-    assert [item.title for item in items] == ["One", "Two"]
-    assert ids_valid(items) and all(item.id.startswith("ep-") for item in items)
-    assert "guid 'ep' is also entry 1's" in caplog.text
-    # Stable: the first keeps the guid's id, the second its own, run after run.
-    assert [item.id for item in expand_sources([str(feed)])] == [item.id for item in items]
-
-
-def test_feed_with_entity_declarations_is_refused(tmp_path: Path) -> None:
-    bomb = tmp_path / "bomb.xml"
-    bomb.write_text(
-        '<?xml version="1.0"?>\n<!DOCTYPE rss [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;">]>\n'
-        "<rss><channel><item><title>&b;</title></item></channel></rss>"
-    )
-    with pytest.raises(SourceError, match="bomb.xml: feeds with a DOCTYPE or ENTITY declaration are refused"):
-        expand_sources([str(bomb)])
-
-
-@pytest.mark.parametrize(
-    ("content", "message"),
-    [
-        ("<rss><channel><item><title>x</title></item></channel></rss>", "no entries with an audio enclosure"),
-        ("<rss><channel><item>", "not well-formed XML"),
-        ("<html><body/></html>", "not an RSS 2.0 or Atom feed"),
-    ],
-)
-def test_bad_feeds(tmp_path: Path, content: str, message: str) -> None:
-    (tmp_path / "feed.rss").write_text(content)
-    with pytest.raises(SourceError, match=message):
-        expand_sources([str(tmp_path / "feed.rss")])
-
-
-@pytest.mark.parametrize(
-    ("value", "seconds"),
-    [
-        ("01:02:03", 3723.0),
-        ("5:07", 307.0),
-        ("42", 42.0),
-        ("12.5", 12.5),
-        ("", None),
-        ("a:b", None),
-        ("1:2:3:4", None),
-    ],
-)
-def test_itunes_duration(value: str, seconds: float | None) -> None:
-    assert parse_itunes_duration(value) == seconds
-
-
-# --- bad sources ----------------------------------------------------------------------------------
 
 
 def test_bad_sources_name_themselves(tmp_path: Path, audio_server: AudioHTTPServer) -> None:

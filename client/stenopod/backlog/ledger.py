@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS items (
     size_bytes INTEGER,
     duration_s REAL,
     title TEXT,
+    identity TEXT,
     state TEXT NOT NULL DEFAULT 'pending',
     attempts INTEGER NOT NULL DEFAULT 0,
     token TEXT,
@@ -81,6 +82,7 @@ class ItemRecord:
     model: str | None = None
     language: str | None = None
     result_duration_s: float | None = None
+    identity: str | None = None  # NULL in state files from before readable names
 
 
 @dataclass
@@ -142,6 +144,7 @@ def _item(row: sqlite3.Row) -> ItemRecord:
         model=row["model"],
         language=row["language"],
         result_duration_s=row["result_duration_s"],
+        identity=row["identity"],
     )
 
 
@@ -169,6 +172,8 @@ class Ledger:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            if "identity" not in {row["name"] for row in self._db.execute("PRAGMA table_info(items)")}:
+                self._db.execute("ALTER TABLE items ADD COLUMN identity TEXT")  # an earlier version's file
         except (sqlite3.Error, OSError) as error:
             raise LedgerError(f"cannot open state file {self.path}: {error}") from None
 
@@ -215,7 +220,7 @@ class Ledger:
             for item in items:
                 cursor = db.execute(
                     "INSERT OR IGNORE INTO items(id, position, source, audio, local_path, size_bytes,"
-                    " duration_s, title, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " duration_s, title, identity, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         item.id,
                         position,
@@ -225,6 +230,7 @@ class Ledger:
                         item.size_bytes,
                         item.duration_s,
                         getattr(item, "title", None),
+                        getattr(item, "identity", None),
                         now,
                     ),
                 )

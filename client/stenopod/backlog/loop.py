@@ -13,6 +13,7 @@ that is done. Each step is a module of its own (docs/architecture.md); this one 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -20,7 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from stenopod.backlog.errors import UsageError
 from stenopod.backlog.following import (
@@ -31,6 +32,8 @@ from stenopod.backlog.following import (
     settle_final,
     settle_vanished,
 )
+from stenopod.backlog.id_book import keep_id_scheme
+from stenopod.backlog.in_flight import InFlightAudio
 from stenopod.backlog.inline_payload import (
     JOB_PAYLOAD_BYTES,
     TooLargeForInline,
@@ -51,18 +54,16 @@ from stenopod.backlog.preflight import (
 )
 from stenopod.backlog.progress import ProgressView
 from stenopod.backlog.report import BacklogReport, make_report, show_progress
+from stenopod.backlog.sources import SourceError, SourceItem, expand_sources
 from stenopod.backlog.staging import Stager
 from stenopod.backlog.states import ItemState, SubmissionState
 from stenopod.backlog.submitting import SubmitFailed, job_input, submit
-from stenopod.backlog.verify import InlineRendering, verify_outcomes
-from stenopod.endpoint import EndpointClient
+from stenopod.backlog.verify import InlineRendering, reopen_for_new_formats, verify_outcomes
+from stenopod.endpoint import EndpointClient, JobStatus
 from stenopod.output_location import OutputLocation
 from stenopod.pricing import PricingError, price_per_second
 from stenopod.storage import ObjectStore, S3Credentials, StorageError
 from stenopod.submission_record import SubmissionRecord, read_submission
-
-if TYPE_CHECKING:
-    from stenopod.backlog.sources import SourceItem
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ class BacklogRunner:
         # would undo the cancel over and over (a cancel uses up no attempt).
         self._held: set[str] = set()
         self._started = 0.0
+        self.in_flight_audio = InFlightAudio()  # partial audio of jobs running, for the progress bar
 
     # --- the run ------------------------------------------------------------------------------
 
@@ -160,9 +162,10 @@ class BacklogRunner:
             with ExitStack() as closing:
                 closing.enter_context(hold_lock(self.state_path))
                 self.ledger.set_meta("state_version", 1)
+                keep_id_scheme(self.ledger)  # before items are added: an old file's stays hashed
                 added = self.ledger.add_items(items)
                 log.info("%d items from the sources, %d new", len(items), added)
-                self._reopen_for_new_formats()
+                reopen_for_new_formats(self.ledger, self.options.formats)
                 endpoint = options.endpoint
                 if endpoint is None:
                     if not self.ledger.counts().pending and not self.ledger.open_submissions():
@@ -201,17 +204,6 @@ class BacklogRunner:
         finally:
             self.ledger.close()
 
-    def _reopen_for_new_formats(self) -> None:
-        """Done items lacking a format this run asks for are transcribed again, for all of them."""
-        assert self.ledger is not None
-        wanted = set(self.options.formats)
-        lacking = [item.id for item in self.ledger.items(ItemState.DONE) if not wanted <= set(item.outputs)]
-        if lacking:
-            log.warning(
-                "%d done item(s) lack some of %s: transcribing them again", len(lacking), sorted(wanted)
-            )
-            self.ledger.reset_failed(done_ids=lacking)
-
     def _save_options(self) -> None:
         """The options `retry` replays, saved once the run has started; an embedded endpoint is
         stored as None (retry starts a fresh one) and local paths absolute (retry may run elsewhere)."""
@@ -230,11 +222,12 @@ class BacklogRunner:
             raise UsageError(f"--webhook-listen: {error}") from None
 
     async def _expand_sources(self) -> list[SourceItem]:
-        from stenopod.backlog.sources import SourceError, expand_sources
-
         try:
             return await asyncio.to_thread(
-                expand_sources, list(self.options.sources), s3_credentials=self.s3_credentials
+                expand_sources,
+                list(self.options.sources),
+                s3_credentials=self.s3_credentials,
+                state=self.state_path,
             )
         except SourceError as error:
             raise UsageError(str(error)) from None
@@ -346,7 +339,8 @@ class BacklogRunner:
         execution_ms: int | None = None
         intervals = PollIntervals.choose(self.options, webhooks=self.webhooks is not None, local=self.local)
         for _hop in range(_MAX_DUPLICATE_HOPS):
-            status = await wait_final(self.client, job_id, intervals, self.webhooks)
+            progress = functools.partial(self._progress, token)
+            status = await wait_final(self.client, job_id, intervals, self.webhooks, on_status=progress)
             if status is None:
                 # The endpoint forgot the job: its results may still be in the store.
                 stored = await self._read_submission(token)
@@ -363,8 +357,13 @@ class BacklogRunner:
             return settle_final(status, item_ids, await self._read_submission(token)), execution_ms
         return settle_endless_duplicates(item_ids), execution_ms
 
+    def _progress(self, token: str, status: JobStatus) -> None:
+        if self.in_flight_audio.update(token, status):
+            self._refresh_view()
+
     def _settle(self, token: str, settled: Settled, execution_ms: int | None) -> None:
         assert self.ledger is not None
+        self.in_flight_audio.settled(token)
         self.ledger.finish_submission(
             token,
             settled.state,
@@ -383,7 +382,8 @@ class BacklogRunner:
 
     def _refresh_view(self) -> None:
         if self.view is not None and self.ledger is not None:
-            show_progress(self.view, self.ledger, time.monotonic() - self._started)
+            elapsed_s = time.monotonic() - self._started
+            show_progress(self.view, self.ledger, elapsed_s, self.in_flight_audio.total_s())
 
     def _report(self) -> BacklogReport:
         assert self.ledger is not None and self.store is not None

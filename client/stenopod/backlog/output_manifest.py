@@ -26,6 +26,7 @@ def manifest_line(item: ItemRecord) -> dict[str, Any]:
     return {
         "id": item.id,
         "source": item.source,
+        "title": item.title,  # a feed episode's title, or a manifest's title column; else null
         "status": status,
         "model": item.model,
         "language": item.language,

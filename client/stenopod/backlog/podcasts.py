@@ -86,6 +86,8 @@ def parse_feed(text: str, origin: str, *, identity_base: str, base_url: str | No
                 size_bytes=length,
                 duration_s=duration,
                 title=title,
+                # Named by its title (a '/' in it is no folder), else by its enclosure's file name.
+                name=title.replace("/", "-").replace("\\", "-") if title else None,
             )
         )
     if not found:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,9 +37,15 @@ class PollIntervals:
 
 
 async def wait_final(
-    client: EndpointClient, job_id: str, intervals: PollIntervals, webhooks: Any = None
+    client: EndpointClient,
+    job_id: str,
+    intervals: PollIntervals,
+    webhooks: Any = None,
+    on_status: Callable[[JobStatus], None] | None = None,
 ) -> JobStatus | None:
-    """Poll (or wait for a webhook) until the job is final; None when the endpoint forgot it."""
+    """Poll (or wait for a webhook) until the job is final; None when the endpoint forgot it.
+
+    on_status sees each status before that (an IN_PROGRESS one carries the worker's progress)."""
     interval = intervals.initial_s
     last_seen: tuple[str, str] | None = None
     failures = 0
@@ -59,6 +66,8 @@ async def wait_final(
         if status is not None:
             if status.is_final:
                 return status
+            if on_status is not None:
+                on_status(status)
             seen = (status.status, json.dumps(status.output, sort_keys=True, default=str))
             # Progress (a new state or a progress update) means the job moves: look again soon.
             interval = intervals.initial_s if seen != last_seen else min(interval * 1.6, intervals.max_s)

@@ -81,8 +81,13 @@ def make_report(
     )
 
 
-def show_progress(view: ProgressView, ledger: Ledger, elapsed_s: float) -> None:
-    """The progress bar brought up to date with the ledger (a no-op when it is off)."""
+def show_progress(
+    view: ProgressView, ledger: Ledger, elapsed_s: float, in_flight_audio_s: float = 0.0
+) -> None:
+    """The progress bar brought up to date with the ledger (a no-op when it is off).
+
+    in_flight_audio_s: audio the workers have transcribed of items not settled yet (in_flight.py),
+    counted as done, and taken off what is left."""
     if not view.enabled:
         return
     counts = ledger.counts()
@@ -91,8 +96,8 @@ def show_progress(view: ProgressView, ledger: Ledger, elapsed_s: float) -> None:
         total=counts.total,
         done=counts.done,
         failed=counts.failed,
-        audio_done_s=done_s,
-        audio_remaining_s=remaining_s,
+        audio_done_s=done_s + in_flight_audio_s,
+        audio_remaining_s=max(0.0, remaining_s - in_flight_audio_s),
         elapsed_s=elapsed_s,
         in_flight=counts.submitted,  # items sent and not yet settled
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stenopod.backlog.source_items import FoundEntry, SourceError, is_audio_name
+from stenopod.backlog.source_items import FoundEntry, SourceError, is_audio_name, stem
 from stenopod.storage import S3Credentials, StorageError, parse_s3_uri
 
 
@@ -16,10 +16,10 @@ def s3_entries(uri: str, credentials: S3Credentials | None) -> list[FoundEntry]:
     except StorageError as error:
         raise SourceError(f"{uri}: {error}") from None
     exact = [(key, size) for key, size in listing if key == prefix and prefix]
+    folder = prefix if not prefix or prefix.endswith("/") else prefix + "/"
     if exact:
         objects = exact  # the URI names one object: take it whatever its extension
     else:
-        folder = prefix if not prefix or prefix.endswith("/") else prefix + "/"
         objects = [
             (key, size)
             for key, size in listing
@@ -30,7 +30,13 @@ def s3_entries(uri: str, credentials: S3Credentials | None) -> list[FoundEntry]:
     found = []
     for key, size in objects:
         object_uri = f"s3://{bucket}/{key}"
-        found.append(FoundEntry(object_uri, None, None, uri, object_uri, object_uri, None, size_bytes=size))
+        name = None  # one object named: its own stem
+        if not exact:  # below a prefix, the "folders" after it are kept, as for a local folder
+            relative = key[len(folder) :]
+            name = "/".join([*relative.split("/")[:-1], stem(relative)])
+        found.append(
+            FoundEntry(object_uri, None, None, uri, object_uri, object_uri, None, size_bytes=size, name=name)
+        )
     return found
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
+from urllib.parse import unquote, urlparse, urlunparse
 
 AUDIO_EXTENSIONS = frozenset(
     {"mp3", "m4a", "wav", "flac", "ogg", "opus", "aac", "webm", "mp4", "mkv", "mov", "wma", "amr", "aiff"}
@@ -26,6 +26,7 @@ class SourceItem:
     size_bytes: int | None
     duration_s: float | None
     title: str | None = None
+    identity: str | None = None  # what the ledger knows the item by, whatever its id
 
 
 @dataclass
@@ -42,6 +43,9 @@ class FoundEntry:
     size_bytes: int | None = None
     duration_s: float | None = None
     title: str | None = None
+    # The readable id before it is made key-safe: the file's stem, after the folders it was found
+    # in below the folder, glob or manifest named ("2024/Épisode 2"); None: the source's own stem.
+    name: str | None = None
 
 
 def display_source(source: str) -> str:
@@ -66,7 +70,24 @@ def is_audio_name(name: str) -> bool:
     return extension(name) in AUDIO_EXTENSIONS
 
 
-def local_entry(path: Path, *, origin: str, source: str | None = None) -> FoundEntry:
+def stem(source: str) -> str:
+    """The file name without its extension, for a path or a URL."""
+    if "://" in source:
+        source = unquote(urlparse(source).path)
+    name = source.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    return name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
+
+
+def name_below(path: Path, base: Path) -> str:
+    """path's name with the folders between base and it ("2024/ep1"), or its stem when outside base."""
+    try:
+        relative = path.relative_to(base)
+    except ValueError:
+        return stem(path.name)
+    return "/".join([*relative.parent.parts, stem(relative.name)])
+
+
+def local_entry(path: Path, *, origin: str, source: str | None = None, name: str | None = None) -> FoundEntry:
     resolved = path.resolve()
     try:
         size = resolved.stat().st_size
@@ -81,6 +102,7 @@ def local_entry(path: Path, *, origin: str, source: str | None = None) -> FoundE
         audio=None,
         local_path=resolved,
         size_bytes=size,
+        name=name,
     )
 
 

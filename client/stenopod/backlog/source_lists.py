@@ -11,8 +11,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
-from stenopod.backlog.source_items import FoundEntry, SourceError, display_source, local_entry, url_entry
-from stenopod.schema import is_valid_item_id
+from stenopod.backlog.source_items import (
+    FoundEntry,
+    SourceError,
+    display_source,
+    local_entry,
+    name_below,
+    url_entry,
+)
+from stenopod.schema import ITEM_ID_RULE, is_valid_item_id
 from stenopod.storage import StorageError, parse_s3_uri
 
 LIST_EXTENSIONS = frozenset({"txt", "csv", "jsonl"})
@@ -58,7 +65,8 @@ def _entry(ref: str, where: str, base: Path | None, base_url: str | None) -> Fou
     path = (base / Path(ref).expanduser()).resolve()
     if not path.is_file():
         raise SourceError(f"{where}: {ref}: no such file")
-    return local_entry(path, origin=where, source=ref)
+    # A path below the manifest's folder keeps its folders in the name, as in a folder source.
+    return local_entry(path, origin=where, source=ref, name=name_below(path, base.resolve()))
 
 
 def _explicit_id(value: Any, where: str) -> str | None:
@@ -66,10 +74,7 @@ def _explicit_id(value: Any, where: str) -> str | None:
         return None
     value = str(value).strip()
     if not is_valid_item_id(value):
-        raise SourceError(
-            f"{where}: id {value!r} must be 1-128 letters, digits, '.', '_' or '-', start with a letter "
-            "or digit and contain no '..'"
-        )
+        raise SourceError(f"{where}: id {value!r} must be {ITEM_ID_RULE}")
     return value
 
 

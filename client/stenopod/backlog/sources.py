@@ -11,14 +11,16 @@ What each kind of source becomes:
 - an RSS 2.0 or Atom podcast feed (URL or file, recognised by its content): one item per entry
   with an audio enclosure (podcasts.py).
 
-An item's id hashes its identity (resolved path, URL, s3 URI, or the feed's own link or title +
-the guid, whatever URL the feed came from), so re-running the same backlog gives the same ids; the
-same identity named twice becomes one item.
+An item has an identity (resolved path, URL, s3 URI, or the feed's own link or title + the guid,
+whatever URL the feed came from): the same identity named twice becomes one item, and a state file
+keeps the id it gave it. Ids are readable names (names.py, id_book.py): the file's stem in ASCII,
+with the folders below the folder named, a suffix only where two sources would share one.
 """
 
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import re
 from collections.abc import Iterator
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import httpx
 
-from stenopod.backlog.ids import dedupe_ids
+from stenopod.backlog.id_book import IdBook, assign_ids, id_book_at
 from stenopod.backlog.podcasts import (
     FEED_EXTENSIONS,
     SNIFF_BYTES,
@@ -46,6 +48,7 @@ from stenopod.backlog.source_items import (
     extension,
     is_audio_name,
     local_entry,
+    name_below,
     url_entry,
 )
 from stenopod.backlog.source_lists import LIST_EXTENSIONS, list_entries
@@ -61,8 +64,13 @@ def expand_sources(
     *,
     s3_credentials: S3Credentials | None = None,
     http_timeout_s: float = 30.0,
+    state: Path | None = None,
 ) -> list[SourceItem]:
-    """Every item the sources name, in the order given, with stable ids unique across the backlog."""
+    """Every item the sources name, in the order given, with stable ids unique across the backlog.
+
+    state: a state file (it need not exist) whose ids are kept, and which says how new ones are
+    named (id_book.py); without it, readable names as for a new backlog.
+    """
     expander = _Expander(s3_credentials, http_timeout_s)
     try:
         found: list[FoundEntry] = []
@@ -70,37 +78,7 @@ def expand_sources(
             found.extend(expander.expand(source))
     finally:
         expander.close()
-    return _assign_ids(found)
-
-
-def _assign_ids(found: list[FoundEntry]) -> list[SourceItem]:
-    unique: dict[str, FoundEntry] = {}
-    for entry in found:
-        unique.setdefault(entry.identity, entry)  # the first mention wins
-    entries = list(unique.values())
-    derived = dedupe_ids([(entry.identity, entry.hint) for entry in entries])
-    owners: dict[str, FoundEntry] = {}
-    items: list[SourceItem] = []
-    for entry, derived_id in zip(entries, derived, strict=True):
-        item_id = entry.explicit_id or derived_id
-        other = owners.get(item_id)
-        if other is not None:
-            raise SourceError(
-                f"{entry.origin}: id {item_id!r} is also used by {other.origin} ({display_source(other.source)})"
-            )
-        owners[item_id] = entry
-        items.append(
-            SourceItem(
-                id=item_id,
-                source=entry.source,
-                audio=entry.audio,
-                local_path=entry.local_path,
-                size_bytes=entry.size_bytes,
-                duration_s=entry.duration_s,
-                title=entry.title,
-            )
-        )
-    return items
+    return assign_ids(found, id_book_at(state) if state is not None else IdBook())
 
 
 class _Expander:
@@ -147,7 +125,8 @@ class _Expander:
                     f"{source}: no audio or video files in this folder "
                     f"(looked for {', '.join(sorted(AUDIO_EXTENSIONS))})"
                 )
-            return [local_entry(file, origin=source) for file in files]
+            # The folders below the one named are kept: <output>/2024/ep1.<format>.
+            return [local_entry(file, origin=source, name=name_below(file, path)) for file in files]
         if not path.exists():
             raise SourceError(f"{source}: no such file or folder")
         if not path.is_file():
@@ -176,7 +155,8 @@ class _Expander:
                 files.append(path)
         if not files:
             raise SourceError(f"{pattern}: the pattern matches no audio or video files")
-        return [local_entry(file, origin=pattern) for file in files]
+        base = _glob_base(os.path.expanduser(pattern))
+        return [local_entry(file, origin=pattern, name=name_below(file, base)) for file in files]
 
     # --- URLs -----------------------------------------------------------------------------------
 
@@ -237,6 +217,13 @@ def _walk_audio(folder: Path) -> Iterator[Path]:
         for name in sorted(files):
             if not name.startswith(".") and is_audio_name(name):
                 yield Path(root) / name
+
+
+def _glob_base(pattern: str) -> Path:
+    """The folder a glob starts from ("rec" for "rec/**/*.mp3"): names keep the folders below it."""
+    parts = Path(pattern).parts
+    fixed = [part for part in itertools.takewhile(lambda part: not _GLOB_CHARS.search(part), parts)]
+    return Path(*fixed) if fixed else Path()
 
 
 def _read_local(path: Path, source: str) -> str:

@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from stenopod.backlog.inline_results import write_inline_result
-from stenopod.backlog.ledger import ItemOutcome
+from stenopod.backlog.ledger import ItemOutcome, Ledger
+from stenopod.backlog.states import ItemState
 from stenopod.schema import ErrorCode
 from stenopod.storage import ObjectStore, StorageError
+
+log = logging.getLogger(__name__)
+
+
+def reopen_for_new_formats(ledger: Ledger, formats: Sequence[str]) -> None:
+    """Done items lacking a format this run asks for are transcribed again, for all of them."""
+    wanted = set(formats)
+    lacking = [item.id for item in ledger.items(ItemState.DONE) if not wanted <= set(item.outputs)]
+    if lacking:
+        log.warning("%d done item(s) lack some of %s: transcribing them again", len(lacking), sorted(wanted))
+        ledger.reset_failed(done_ids=lacking)
 
 
 @dataclass(frozen=True)
