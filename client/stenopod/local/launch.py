@@ -70,32 +70,11 @@ def run_in_thread(**kwargs: Any) -> Iterator[LocalEndpoint]:
             thread.join()
 
 
-def serve(
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    workers: int = 1,
-    model: str | None = None,
-    api_key: str | None = None,
-    allow_private_urls: bool = False,
-    worker_command: list[str] | None = None,
-    env: dict[str, str] | None = None,
-    retention_s: float = 1800,
-    log_dir: Path | None = None,
-) -> None:
-    """Run the endpoint in the foreground until Ctrl-C or SIGTERM, then stop its workers and return."""
-    endpoint = LocalEndpoint(
-        host=host,
-        port=port,
-        workers=workers,
-        model=model,
-        api_key=api_key,
-        allow_private_urls=allow_private_urls,
-        worker_command=worker_command,
-        env=env,
-        retention_s=retention_s,
-        log_dir=log_dir,
-    )
-    asyncio.run(_serve_until_signalled(endpoint))
+def serve(**options: Any) -> None:
+    """Run LocalEndpoint(**options) (the same keywords: host, port, workers, model, api_key, ...) in
+    the foreground until Ctrl-C or SIGTERM, then stop its workers and return."""
+    options.setdefault("port", 8000)  # a fixed, documented port by default, not LocalEndpoint's free one
+    asyncio.run(_serve_until_signalled(LocalEndpoint(**options)))
 
 
 async def _serve_until_signalled(endpoint: LocalEndpoint) -> None:
