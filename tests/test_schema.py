@@ -50,7 +50,9 @@ def test_item_ids_may_name_folders_but_never_climb_out_of_the_prefix() -> None:
     for good in ("ep004/stereo", "2024/Season-1/ep1.part2", "a" * 128):
         parsed = parse_job_input({"items": [{"id": good, "audio": "https://h/a.mp3"}]})
         assert isinstance(parsed, JobInput), good
-    for bad in ("/ep1", "ep1/", "a//b", "a/../b", "../a", "a/./b", "a/.b", "a\\b", "a/b\n", "a" * 129):
+    bad_ids = ("/ep1", "ep1/", "a//b", "a/../b", "../a", "a/./b", "a/.b", "a\\b", "a/b\n", "a" * 129)
+    # A folder named like a transcript would take the place of another item's file.
+    for bad in (*bad_ids, "ep.json/x", "a/EP.Srt/b"):
         parsed = parse_job_input({"items": [{"id": bad, "audio": "https://h/a.mp3"}]})
         assert isinstance(parsed, JobError) and parsed.fields == ["input.items.0.id"], bad
     # A submission token names one record file: no folders there.

@@ -99,12 +99,17 @@ class Subtitles(_Strict):
 
 
 def is_valid_item_id(value: str) -> bool:
-    return len(value) <= MAX_ITEM_ID_CHARS and bool(_ITEM_ID_RE.fullmatch(value)) and ".." not in value
+    if len(value) > MAX_ITEM_ID_CHARS or not _ITEM_ID_RE.fullmatch(value) or ".." in value:
+        return False
+    # A folder named like a transcript (ep.json/) would need the path another item's ep.json
+    # takes: one of the two could never be written.
+    suffixes = tuple(f".{fmt.value}" for fmt in OutputFormat)
+    return not any(folder.lower().endswith(suffixes) for folder in value.split("/")[:-1])
 
 
 ITEM_ID_RULE = (
     "1-128 characters of letters, digits, '.', '_', '-' and '/' between folder names, each starting "
-    "with a letter or digit, with no '..'"
+    "with a letter or digit, with no '..' and no folder name ending in .json, .txt, .srt or .vtt"
 )
 
 

@@ -44,6 +44,17 @@ def test_names_are_the_files_own_stems_in_ascii_with_their_folders(tmp_path: Pat
     assert list(_ids([str(root / "2024" / "deep" / "ep1.flac")]).values()) == ["ep1"]
 
 
+def test_a_folder_named_like_a_transcript_never_takes_another_items_file(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    # ep.mp3 writes ep.json; a folder ep.json/ beside it could then never be created.
+    root = tmp_path / "show"
+    _audio(root / "ep.mp3", data_dir)
+    _audio(root / "ep.json" / "x.mp3", data_dir)
+    ids = sorted(item.id for item in expand_sources([str(root)]))
+    assert ids == ["ep", "ep-json/x"] and all(is_valid_item_id(item_id) for item_id in ids)
+
+
 def test_a_suffix_only_on_a_collision_whatever_the_order(tmp_path: Path, data_dir: Path) -> None:
     sources = [
         str(_audio(tmp_path / "b" / "ep1.flac", data_dir)),

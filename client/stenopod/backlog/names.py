@@ -24,6 +24,7 @@ from stenopod.schema import MAX_ITEM_ID_CHARS, is_valid_item_id
 MAX_NAME_CHARS = MAX_ITEM_ID_CHARS - 17
 _SUFFIX_CHARS = (6, 10, 16)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_TRANSCRIPT_NAME = re.compile(r"\.(json|txt|srt|vtt)$", re.IGNORECASE)
 
 
 def _segment(text: str) -> str:
@@ -40,6 +41,8 @@ def readable_name(name: str) -> str:
     '/' separates folders; a name too long loses its leading folders first, then the end of its stem.
     """
     segments = [slug for slug in map(_segment, name.replace("\\", "/").split("/")) if slug]
+    # A folder named like a transcript ("ep.json/") becomes "ep-json": its place is another's file.
+    segments = [*(_TRANSCRIPT_NAME.sub(r"-\1", folder) for folder in segments[:-1]), *segments[-1:]]
     while len(segments) > 1 and len("/".join(segments)) > MAX_NAME_CHARS:
         segments.pop(0)
     slug = "/".join(segments)
