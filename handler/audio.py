@@ -126,9 +126,9 @@ def _get_once(client: httpx.Client, url: str, dest: Path, limits: AudioLimits) -
             if not location:
                 raise StageError(ErrorCode.fetch_failed, f"audio: {shown} redirected without a Location")
             return location
-        if response.status_code >= 500:
+        if response.status_code >= 500 or response.status_code == 429:  # busy, or asking us to slow down
             raise _Retryable(f"HTTP {response.status_code}")
-        if response.status_code != 200:  # 4xx, and odd answers like 204 or 206: not worth a retry
+        if response.status_code != 200:  # other 4xx, and odd answers like 204 or 206: not worth a retry
             raise StageError(
                 ErrorCode.fetch_failed, f"audio: GET {shown} returned HTTP {response.status_code}"
             )

@@ -58,7 +58,7 @@ def post_item(
 ) -> str | None:
     """POST the item's JSON, signed; None when delivered, else why not (secret-free, URL redacted).
 
-    Retried on connection errors, timeouts and 5xx. A 3xx is not followed: the receiver is a fixed
+    Retried on connection errors, timeouts, 429 and 5xx. A 3xx is not followed: the receiver is a fixed
     endpoint, and following would let it bounce the worker to an address the guard has not seen.
     """
     attempts = 1 + max(0, retries)

@@ -156,7 +156,8 @@ class NemoSettings:
         return cls(
             cuda_graphs=env.flag("STENOPOD_NEMO_CUDA_GRAPHS"),
             local_attention_s=env.number("STENOPOD_LOCAL_ATTENTION_S", cls.local_attention_s, 1.0),
-            batch_size=env.optional_integer("STENOPOD_NEMO_BATCH_SIZE", 1),
+            # 0, as unset: picked from the free GPU memory.
+            batch_size=env.optional_integer("STENOPOD_NEMO_BATCH_SIZE", 0) or None,
             dtype=dtype or None,
         )
 

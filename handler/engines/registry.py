@@ -78,7 +78,7 @@ class ModelSpec:
 
 
 def load_engine(spec: ModelSpec, settings: EngineSettings | None = None) -> Engine:
-    settings = settings or EngineSettings()
+    settings = settings or EngineSettings.from_env()
     if spec.engine == "instant":
         return InstantTestEngine(spec.model_id)
     if spec.engine == "paced":
@@ -104,7 +104,7 @@ class EngineRegistry:
     def __init__(
         self, specs: list[ModelSpec], default: str | None = None, settings: EngineSettings | None = None
     ) -> None:
-        self._settings = settings or EngineSettings()
+        self._settings = settings or EngineSettings.from_env()
         diarizers = [spec for spec in specs if spec.engine == "diarizer"]
         if len(diarizers) > 1:
             raise ValueError(f"one diarizer at most, not {', '.join(spec.model_id for spec in diarizers)}")

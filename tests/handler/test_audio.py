@@ -180,11 +180,15 @@ def test_404_is_fetch_failed_without_retries(audio_server: AudioHTTPServer, tmp_
     assert audio_server.requests == ["/missing.mp3"]
 
 
-def test_500_is_retried_then_fetch_failed(audio_server: AudioHTTPServer, tmp_path: Path) -> None:
-    audio_server.routes["/broken"] = reply(500, b"oops")
+@pytest.mark.parametrize("status", [500, 429])
+def test_500_and_429_are_retried_then_fetch_failed(
+    audio_server: AudioHTTPServer, tmp_path: Path, status: int
+) -> None:
+    # 429: a CDN asking us to slow down is busy, not refusing; a whole-item resubmission costs more.
+    audio_server.routes["/broken"] = reply(status, b"oops")
     error = fetch_error(audio_server.url("broken"), tmp_path / "a", limits(retries=2))
     assert error.code == ErrorCode.fetch_failed
-    assert "HTTP 500" in error.message
+    assert f"HTTP {status}" in error.message
     assert audio_server.requests == ["/broken"] * 3
 
 

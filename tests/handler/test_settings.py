@@ -31,6 +31,8 @@ def test_defaults_and_values_read_from_one_mapping() -> None:
     assert settings.jobs_at_once == 1 and settings.job.callback_retries == 0
     assert settings.engines.models == ("tiny.en", "parakeet")
     assert settings.engines.nemo.dtype == "float32" and settings.job.limits.timeout_s == 2.5
+    # 0, as unset: the batch is picked from the free GPU memory.
+    assert WorkerSettings.from_env({"STENOPOD_NEMO_BATCH_SIZE": "0"}).engines.nemo.batch_size is None
 
 
 @pytest.mark.parametrize(

@@ -150,3 +150,11 @@ def test_the_guard_passes_sigterm_on_and_exits_as_the_worker_did(tmp_path: Path)
         if guard.poll() is None:
             guard.kill()
             guard.wait()
+
+
+def test_a_local_endpoint_refuses_worker_settings_its_workers_would_refuse() -> None:
+    # Said once, before any worker starts, not by workers exiting and restarting forever.
+    from stenopod.local.server import LocalEndpoint
+
+    with pytest.raises(ValueError, match="STENOPOD_JOBS_AT_ONCE='x': not an integer"):
+        LocalEndpoint(workers=1, env={"STENOPOD_JOBS_AT_ONCE": "x"})

@@ -29,7 +29,7 @@ from stenopod.local.jobs import Job, JobState, JobStore
 from stenopod.local.openai_api import OpenAIRoutes
 from stenopod.local.webhook_sender import WebhookSender
 from stenopod.local.worker_api import WorkerAPI
-from stenopod.local.worker_env import WorkerUrls, build_worker_env
+from stenopod.local.worker_env import WorkerUrls, build_worker_env, check_worker_settings
 from stenopod.local.worker_limits import check_worker_count
 from stenopod.local.workers import Worker, WorkerPool
 
@@ -97,6 +97,8 @@ class LocalEndpoint(JobDispatch):
                 "the local endpoint's workers run the stenopod worker (handler/), which this Python "
                 "cannot import: run from a stenopod checkout set up with `make setup`"
             )
+        if worker_command is None:
+            check_worker_settings(env or {})
         self.host = host
         self._port = port
         self.workers = workers

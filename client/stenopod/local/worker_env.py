@@ -52,6 +52,14 @@ class WorkerUrls:
         )
 
 
+def check_worker_settings(env: Mapping[str, str]) -> None:
+    """ValueError naming the variable when a worker started with this environment (plus env) would
+    refuse its settings: said once, before any worker starts, not by workers restarting forever."""
+    from handler.settings import WorkerSettings  # the worker's own reader; a checkout has it
+
+    WorkerSettings.from_env({**os.environ, **env})
+
+
 def build_worker_env(
     worker: Worker,
     urls: WorkerUrls,
