@@ -22,6 +22,7 @@ import asyncio
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -220,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", default="instant", choices=list(ENGINES))
     parser.add_argument("--workloads", default="podcast,clips")
     args = parser.parse_args(argv)
+    if not args.job and shutil.which("ffmpeg") is None:
+        # The physical reference is ffmpeg's own CLI; without it the rates mean nothing.
+        print("bench.gpu_feed compares with ffmpeg's CLI: put ffmpeg on PATH (Debian: apt install ffmpeg)")
+        return 2
     workloads = build()
     if args.job:
         from handler.engines.instant import PacedTestEngine

@@ -87,6 +87,37 @@ def _train_tokenizer(dest: Path, vocab_size: int = VOCAB_SIZE) -> Path:
     return dest
 
 
+def fastconformer_encoder(
+    n_layers: int, d_model: int, n_heads: int, ff_expansion_factor: int, subsampling_conv_channels: int
+) -> dict:
+    """A FastConformer encoder's config (8x depthwise-striding subsampling, full attention), as
+    Parakeet v3 and Sortformer v2 use it, at the given size; dropout off (the models are random)."""
+    return {
+        "_target_": "nemo.collections.asr.modules.ConformerEncoder",
+        "feat_in": 128,
+        "feat_out": -1,
+        "n_layers": n_layers,
+        "d_model": d_model,
+        "subsampling": "dw_striding",
+        "subsampling_factor": 8,
+        "subsampling_conv_channels": subsampling_conv_channels,
+        "causal_downsampling": False,
+        "ff_expansion_factor": ff_expansion_factor,
+        "self_attention_model": "rel_pos",
+        "n_heads": n_heads,
+        "att_context_size": [-1, -1],
+        "xscaling": True,
+        "untie_biases": True,
+        "pos_emb_max_len": 5000,
+        "conv_kernel_size": 9,
+        "conv_norm_type": "batch_norm",
+        "dropout": 0.0,
+        "dropout_pre_encoder": 0.0,
+        "dropout_emb": 0.0,
+        "dropout_att": 0.0,
+    }
+
+
 def _model_config(tokenizer_dir: Path, size: TdtSize = TINY) -> dict:
     return {
         "sample_rate": 16000,
@@ -111,30 +142,13 @@ def _model_config(tokenizer_dir: Path, size: TdtSize = TINY) -> dict:
             "pad_to": 0,
             "pad_value": 0.0,
         },
-        "encoder": {
-            "_target_": "nemo.collections.asr.modules.ConformerEncoder",
-            "feat_in": 128,
-            "feat_out": -1,
-            "n_layers": size.n_layers,
-            "d_model": size.d_model,
-            "subsampling": "dw_striding",
-            "subsampling_factor": 8,
-            "subsampling_conv_channels": size.subsampling_conv_channels,
-            "causal_downsampling": False,
-            "ff_expansion_factor": size.ff_expansion_factor,
-            "self_attention_model": "rel_pos",
-            "n_heads": size.n_heads,
-            "att_context_size": [-1, -1],
-            "xscaling": True,
-            "untie_biases": True,
-            "pos_emb_max_len": 5000,
-            "conv_kernel_size": 9,
-            "conv_norm_type": "batch_norm",
-            "dropout": 0.0,
-            "dropout_pre_encoder": 0.0,
-            "dropout_emb": 0.0,
-            "dropout_att": 0.0,
-        },
+        "encoder": fastconformer_encoder(
+            size.n_layers,
+            size.d_model,
+            size.n_heads,
+            size.ff_expansion_factor,
+            size.subsampling_conv_channels,
+        ),
         "decoder": {
             "_target_": "nemo.collections.asr.modules.RNNTDecoder",
             "normalization_mode": None,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from stenopod.local import LocalEndpoint, run_in_thread
 
+from tests.support.endpoint_double import RunPodEndpointTestDouble
 from tests.support.servers import AudioHTTPServer, MotoS3
 
 # Short runpod intervals keep the tests quick; the endpoint's own defaults are RunPod's.
@@ -50,3 +51,14 @@ def speech_server(speech_dir: Path) -> Iterator[AudioHTTPServer]:
 def fetches(server: AudioHTTPServer, name: str) -> int:
     """How many times the worker fetched a file: once per transcription of it."""
     return server.requests.count(f"/{name}")
+
+
+@pytest.fixture
+def runpod_env(monkeypatch: pytest.MonkeyPatch) -> Callable[[RunPodEndpointTestDouble], None]:
+    """Points the client at a RunPod test double: use(double) sets the API base and a key."""
+
+    def use(double: RunPodEndpointTestDouble) -> None:
+        monkeypatch.setenv("RUNPOD_ENDPOINT_BASE_URL", f"{double.root_url}/v2")
+        monkeypatch.setenv("RUNPOD_API_KEY", "test-key")
+
+    return use

@@ -69,15 +69,6 @@ def _inline_worker(fail_first: set[str] | None = None):
     return output_for
 
 
-@pytest.fixture
-def runpod_env(monkeypatch):
-    def use(double: RunPodEndpointTestDouble) -> None:
-        monkeypatch.setenv("RUNPOD_ENDPOINT_BASE_URL", f"{double.root_url}/v2")
-        monkeypatch.setenv("RUNPOD_API_KEY", "test-key")
-
-    return use
-
-
 def _options(sources: list[str], output: Path, **extra: Any) -> BacklogOptions:
     return BacklogOptions(
         sources=sources,

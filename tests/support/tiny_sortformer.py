@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from bench.tiny_nemo import fastconformer_encoder
+
 MAX_SPEAKERS = 4
 
 
@@ -57,30 +59,9 @@ def _model_config() -> dict[str, Any]:
             "chunk_right_context": 1,
             "spkcache_sil_frames_per_spk": 3,
         },
-        "encoder": {
-            "_target_": "nemo.collections.asr.modules.ConformerEncoder",
-            "feat_in": 128,
-            "feat_out": -1,
-            "n_layers": 2,
-            "d_model": fc_d_model,
-            "subsampling": "dw_striding",
-            "subsampling_factor": 8,
-            "subsampling_conv_channels": 32,
-            "causal_downsampling": False,
-            "ff_expansion_factor": 2,
-            "self_attention_model": "rel_pos",
-            "n_heads": 2,
-            "att_context_size": [-1, -1],
-            "xscaling": True,
-            "untie_biases": True,
-            "pos_emb_max_len": 5000,
-            "conv_kernel_size": 9,
-            "conv_norm_type": "batch_norm",
-            "dropout": 0.0,
-            "dropout_pre_encoder": 0.0,
-            "dropout_emb": 0.0,
-            "dropout_att": 0.0,
-        },
+        "encoder": fastconformer_encoder(
+            n_layers=2, d_model=fc_d_model, n_heads=2, ff_expansion_factor=2, subsampling_conv_channels=32
+        ),
         "transformer_encoder": {
             "_target_": "nemo.collections.asr.modules.transformer.transformer_encoders.TransformerEncoder",
             "num_layers": 1,
