@@ -28,6 +28,14 @@ log = logging.getLogger("stenopod.handler.decode")
 BLOCK_S = 10.0
 # Integer sample formats as numpy does them exactly (an int times a power of two), as ffmpeg does.
 _SCALES = {"u8": 1.0 / 2**7, "s16": 1.0 / 2**15, "s32": 1.0 / 2**31, "s64": 1.0 / 2**63}
+_DTYPES = {
+    "u8": np.uint8,
+    "s16": np.int16,
+    "s32": np.int32,
+    "s64": np.int64,
+    "flt": np.float32,
+    "dbl": np.float64,
+}
 
 
 def decode_audio(path: Path, max_seconds: float) -> np.ndarray:
@@ -114,30 +122,42 @@ class FrameBlock:
         """Everything gathered, as one float32 channel; the block is empty afterwards."""
         if self._fifo is None or self._fifo.samples == 0:
             return np.zeros(0, dtype=np.float32)
-        data = self._fifo.read().to_ndarray()
+        frame = self._fifo.read()
         self._fifo = None
-        return to_mono(data, kind)
+        return to_mono(channel_rows(frame, kind), kind)
 
 
-def to_mono(data: np.ndarray, kind: tuple[str, int, int]) -> np.ndarray:
-    """A frame's samples (to_ndarray() of a frame of this kind) as one float32 channel."""
+def channel_rows(frame: Any, kind: tuple[str, int, int]) -> list[np.ndarray]:
+    """A frame's samples, one array per channel, read from its planes in place: to_ndarray()
+    would stack them into a copy first (half the cost of the downmix)."""
     name, channels, _ = kind
-    if not name.endswith("p") and channels > 1:
-        data = data.reshape(-1, channels).T  # packed: L R L R ... -> one row per channel
+    dtype = _DTYPES[name.rstrip("p")]
+    count = frame.samples
+    if name.endswith("p"):
+        return [np.frombuffer(plane, dtype, count) for plane in frame.planes[:channels]]
+    packed = np.frombuffer(frame.planes[0], dtype, count * channels)  # L R L R ...
+    return [packed[channel::channels] for channel in range(channels)]
+
+
+def to_mono(rows: list[np.ndarray], kind: tuple[str, int, int]) -> np.ndarray:
+    """One row per channel (channel_rows) as one float32 channel."""
+    name, channels, _ = kind
     base = name.rstrip("p")
     if base in ("flt", "dbl"):
-        data = data.astype(np.float32, copy=False)
+        rows = [row.astype(np.float32, copy=False) for row in rows]
     elif base == "u8":
-        data = (data.astype(np.float32) - 128.0) * np.float32(_SCALES["u8"])
+        rows = [(row.astype(np.float32) - 128.0) * np.float32(_SCALES["u8"]) for row in rows]
     else:
-        data = data.astype(np.float32) * np.float32(_SCALES[base])
+        rows = [row.astype(np.float32) * np.float32(_SCALES[base]) for row in rows]
     if channels == 1:
-        return data.reshape(-1)
+        return rows[0]
     if channels == 2:
         # ffmpeg's own stereo downmix (each side at -3 dB), as faster-whisper's decode_audio gives
         # the plain loop: the same loudness, so the same log-mel features.
-        return (data[0] + data[1]) * np.float32(np.sqrt(0.5))
-    return data.mean(axis=0, dtype=np.float32)
+        mono = np.add(rows[0], rows[1])
+        mono *= np.float32(np.sqrt(0.5))
+        return mono
+    return np.stack(rows).mean(axis=0, dtype=np.float32)
 
 
 class _Decoder:

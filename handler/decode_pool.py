@@ -3,8 +3,9 @@
 Decoding holds the GIL for most of its time (PyAV's frame loop, the downmix): two threads decoded
 two podcasts more slowly than one did. A GPU worker must decode every second it transcribes, on
 every core RunPod gives it, so an item's audio is decoded, and its chunks planned, in a process of
-this pool; the job's event loop and the engine's threads stay free. The samples come back pickled
-(about 50 ms for an hour of audio).
+this pool; the job's event loop and the engine's threads stay free. A long file's stretches are
+written straight into memory the job's process maps (handler.shared_samples); a short file's
+samples come back pickled.
 """
 
 from __future__ import annotations
@@ -124,11 +125,20 @@ class DecodePool:
 
         async def place(index: int) -> None:
             nonlocal loudest
-            stretch = await self._run(decode_stretch, str(path), layout, index)
+            stretch = await self._run(decode_stretch, str(path), layout, index, joined.target)
             loudest = max(loudest, stretch.peak)
-            joined.add(index, stretch)  # one stretch's copy (milliseconds) while others decode
+            joined.add(index, stretch)
 
-        await asyncio.gather(*(place(index) for index in range(len(layout.starts))))
+        try:
+            # Every stretch finished before the shared file closes, even when one failed.
+            placed = await asyncio.gather(
+                *(place(i) for i in range(len(layout.starts))), return_exceptions=True
+            )
+        finally:
+            joined.close()
+        for outcome in placed:
+            if isinstance(outcome, BaseException):
+                raise outcome
         audio = joined.join()
         if audio.size > max_seconds * SAMPLE_RATE:
             raise too_long(audio.size / SAMPLE_RATE, max_seconds)

@@ -13,12 +13,13 @@ table), and the file is decoded start to end instead (SeamMismatch).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .decode import BLOCK_S, SAMPLE_RATE, FrameBlock, frame_kind, peak
+from .shared_samples import SharedSamples, Target, write_at
 
 SEGMENT_S = 120.0
 WARMUP_S = 1.0
@@ -71,20 +72,20 @@ def plan_segments(path: Path) -> Layout | None:
 
 @dataclass
 class Stretch:
-    """One stretch at 16 kHz, and the source samples around its two seams, to check them."""
+    """One stretch at 16 kHz, and the source samples around its two seams, to check them.
+
+    samples is empty when they were written into the file's SharedSamples (length says how many)."""
 
     samples: np.ndarray
+    length: int
+    peak: float  # measured where the stretch is decoded, in parallel, not over the joined file
     head: np.ndarray  # [start - pad, start + pad + check) at the source rate (empty for the first)
     tail: np.ndarray  # [end - pad, end + pad + check) (empty for the last)
-    # Measured where the stretch is decoded, in parallel, not over the joined file afterwards.
-    peak: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.peak = peak(self.samples)
 
 
-def decode_stretch(path: str, layout: Layout, index: int) -> Stretch:
-    """Stretch `index` of the file, decoded and resampled. Runs in a decode-pool process."""
+def decode_stretch(path: str, layout: Layout, index: int, target: Target | None = None) -> Stretch:
+    """Stretch `index` of the file, decoded and resampled; written into the SharedSamples at
+    `target` when given and it fits there, else sent back. Runs in a decode-pool process."""
     import soxr
 
     start = layout.starts[index]
@@ -96,17 +97,17 @@ def decode_stretch(path: str, layout: Layout, index: int) -> Stretch:
     resampled = soxr.resample(source, layout.rate, SAMPLE_RATE, quality="HQ")
     skip = (start - lo) * SAMPLE_RATE // layout.rate
     seam = (start - lo) + layout.pad + layout.check
+    head = source[: seam if index else 0]
     if last:
-        return Stretch(
-            resampled[skip:].astype(np.float32, copy=False), source[: seam if index else 0], source[:0]
-        )
-    end = layout.starts[index + 1]
-    keep = (end - start) * SAMPLE_RATE // layout.rate
-    return Stretch(
-        resampled[skip : skip + keep].astype(np.float32, copy=False),
-        source[: seam if index else 0],
-        source[end - layout.pad - lo :],
-    )
+        samples, tail = resampled[skip:], source[:0]
+    else:
+        end = layout.starts[index + 1]
+        samples = resampled[skip : skip + (end - start) * SAMPLE_RATE // layout.rate]
+        tail = source[end - layout.pad - lo :]
+    samples = samples.astype(np.float32, copy=False)
+    offset = start * SAMPLE_RATE // layout.rate
+    written = target is not None and write_at(target, offset, samples)
+    return Stretch(samples[:0] if written else samples, samples.size, peak(samples), head, tail)
 
 
 def _decode_range(path: str, layout: Layout, start: int, lo: int, hi: int | None) -> np.ndarray:
@@ -157,29 +158,33 @@ def _decode_range(path: str, layout: Layout, start: int, lo: int, hi: int | None
 
 
 class StretchJoin:
-    """A file's stretches placed into one array as each arrives, not copied together at the end.
+    """A file's stretches placed into one array as they are decoded, not copied together at the end.
 
     A stretch but the last has a length fixed by the layout, so its place is known before it is
-    decoded; copying it in while the others are still decoding takes the join off the time to the
-    file's first engine call. join() checks the seams (neighbours decoded alike) and returns it.
+    decoded: each decoding process writes its stretch straight into `target` (SharedSamples), while
+    the others still decode. join() checks the seams (neighbours decoded alike) and returns the
+    file; close() must follow in any case.
     """
 
     def __init__(self, layout: Layout) -> None:
         self.offsets = [start * SAMPLE_RATE // layout.rate for start in layout.starts]
         # Room for the declared length and a second more; a file longer than it declares grows.
-        self._out = np.empty(max(self.offsets[-1], round((layout.seconds + 1) * SAMPLE_RATE)), np.float32)
+        self._shared = SharedSamples(max(self.offsets[-1] + 1, round((layout.seconds + 1) * SAMPLE_RATE)))
+        self.target = self._shared.target
+        self._out = self._shared.array
         self._seams: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(self.offsets)
         self._end = 0
 
     def add(self, index: int, stretch: Stretch) -> None:
         start = self.offsets[index]
-        end = start + stretch.samples.size
+        end = start + stretch.length
         last = index == len(self.offsets) - 1
         if not last and end != self.offsets[index + 1]:
-            raise SeamMismatch(f"stretch {index} has {stretch.samples.size} samples, not {end - start}")
-        if end > self._out.size:
-            self._out = np.concatenate([self._out, np.empty(end - self._out.size, np.float32)])
-        self._out[start:end] = stretch.samples
+            raise SeamMismatch(f"stretch {index} has {stretch.length} samples, not {end - start}")
+        if stretch.samples.size:  # sent back, not written in place: it did not fit
+            if end > self._out.size:
+                self._out = np.concatenate([self._out, np.empty(end - self._out.size, np.float32)])
+            self._out[start:end] = stretch.samples
         self._seams[index] = (stretch.head, stretch.tail)
         if last:
             self._end = end
@@ -194,3 +199,7 @@ class StretchJoin:
             if mine.size != theirs.size or np.max(np.abs(mine - theirs), initial=0.0) > SEAM_TOLERANCE:
                 raise SeamMismatch(f"stretches {index} and {index + 1} disagree at their seam")
         return self._out[: self._end]
+
+    def close(self) -> None:
+        """No more stretches come: the shared file goes (the joined array stays)."""
+        self._shared.close()

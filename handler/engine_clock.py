@@ -38,12 +38,6 @@ class EngineClock:
             self._busy_since = now
         self._active += 1
 
-    def idle_in_call(self, seconds: float) -> None:
-        """A call that took its audios as they arrived sat this long waiting for them: input on the
-        critical path, not engine work (only the job's first call streams its audios in)."""
-        self.first_input_s = (self.first_input_s or 0.0) + seconds
-        self.busy_s -= seconds
-
     def call_finished(self) -> None:
         now = time.perf_counter()
         self._active -= 1

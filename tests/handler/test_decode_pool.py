@@ -80,3 +80,30 @@ def test_stretches_that_disagree_at_a_seam_fall_back_to_one_pass(
         prepared = asyncio.run(threads.prepare(long_flac, 3600, None))
     assert "decoding in one pass" in caplog.text
     assert np.array_equal(prepared.audio, decode_audio(long_flac, 3600))
+
+
+def test_a_pool_process_writes_into_shared_samples_only_where_they_fit(pool: DecodePool) -> None:
+    from handler.shared_samples import SharedSamples, Target, write_at
+
+    shared = SharedSamples(100)
+    ones = np.ones(10, dtype=np.float32)
+    assert asyncio.run(pool._run(write_at, shared.target, 5, ones))  # from another process
+    assert np.array_equal(shared.array[5:15], ones) and not shared.array[:5].any()
+    # Past the end: refused (numpy would grow the file beyond the owner's mapping), nothing written.
+    assert not asyncio.run(pool._run(write_at, shared.target, 95, 2 * ones))
+    assert not shared.array[15:].any()
+    # Another file at the same path (a descriptor number reused) is never written.
+    assert not write_at(Target(shared.target.path, shared.target.inode + 1), 0, ones)
+    shared.close()
+    assert not write_at(shared.target, 0, 3 * ones)
+    assert np.array_equal(shared.array[5:15], ones)  # the array outlives the file
+
+
+def test_stretches_sent_back_instead_of_written_in_place_join_the_same(
+    long_flac: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import handler.decode_segments
+
+    monkeypatch.setattr(handler.decode_segments, "write_at", lambda *args: False)
+    prepared = asyncio.run(DecodePool(0).prepare(long_flac, 3600, None))
+    assert np.array_equal(prepared.audio, decode_audio(long_flac, 3600))
