@@ -28,7 +28,6 @@ class JobState(str, Enum):
 
 
 TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT})
-RETRYABLE = frozenset({JobState.FAILED, JobState.TIMED_OUT, JobState.CANCELLED})
 
 DEFAULT_TTL_S = 24 * 3600.0  # RunPod's default job time-to-live
 
