@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .decode import BLOCK_S, SAMPLE_RATE, FrameBlock, frame_kind, peak
+from .shared_samples import AVAILABLE as SHARED
 from .shared_samples import SharedSamples, Target, write_at
 
 SEGMENT_S = 120.0
@@ -162,16 +163,20 @@ class StretchJoin:
 
     A stretch but the last has a length fixed by the layout, so its place is known before it is
     decoded: each decoding process writes its stretch straight into `target` (SharedSamples), while
-    the others still decode. join() checks the seams (neighbours decoded alike) and returns the
-    file; close() must follow in any case.
+    the others still decode. A stretch that did not fit there (a file longer than it declares; or
+    no shared memory on this system: target None) comes back and is copied in by join(), once no
+    process writes any more. join() also checks the seams (neighbours decoded alike); close() must
+    come before it in any case.
     """
 
     def __init__(self, layout: Layout) -> None:
         self.offsets = [start * SAMPLE_RATE // layout.rate for start in layout.starts]
         # Room for the declared length and a second more; a file longer than it declares grows.
-        self._shared = SharedSamples(max(self.offsets[-1] + 1, round((layout.seconds + 1) * SAMPLE_RATE)))
-        self.target = self._shared.target
-        self._out = self._shared.array
+        size = max(self.offsets[-1] + 1, round((layout.seconds + 1) * SAMPLE_RATE))
+        self._shared = SharedSamples(size) if SHARED else None
+        self.target = self._shared.target if self._shared is not None else None
+        self._out = self._shared.array if self._shared is not None else np.empty(size, np.float32)
+        self._sent_back: list[tuple[int, np.ndarray]] = []
         self._seams: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(self.offsets)
         self._end = 0
 
@@ -181,10 +186,8 @@ class StretchJoin:
         last = index == len(self.offsets) - 1
         if not last and end != self.offsets[index + 1]:
             raise SeamMismatch(f"stretch {index} has {stretch.length} samples, not {end - start}")
-        if stretch.samples.size:  # sent back, not written in place: it did not fit
-            if end > self._out.size:
-                self._out = np.concatenate([self._out, np.empty(end - self._out.size, np.float32)])
-            self._out[start:end] = stretch.samples
+        if stretch.samples.size:
+            self._sent_back.append((start, stretch.samples))
         self._seams[index] = (stretch.head, stretch.tail)
         if last:
             self._end = end
@@ -198,8 +201,16 @@ class StretchJoin:
             mine, theirs = seams[index][1], seams[index + 1][0]  # type: ignore[index]
             if mine.size != theirs.size or np.max(np.abs(mine - theirs), initial=0.0) > SEAM_TOLERANCE:
                 raise SeamMismatch(f"stretches {index} and {index + 1} disagree at their seam")
+        if self._end > self._out.size:
+            # Grown only now: a copy made while other stretches were still being written into the
+            # shared array would miss them.
+            self._out = np.concatenate([self._out, np.empty(self._end - self._out.size, np.float32)])
+        for start, samples in self._sent_back:
+            self._out[start : start + samples.size] = samples
+        self._sent_back = []
         return self._out[: self._end]
 
     def close(self) -> None:
         """No more stretches come: the shared file goes (the joined array stays)."""
-        self._shared.close()
+        if self._shared is not None:
+            self._shared.close()

@@ -93,7 +93,8 @@ def test_a_pool_process_writes_into_shared_samples_only_where_they_fit(pool: Dec
     assert not asyncio.run(pool._run(write_at, shared.target, 95, 2 * ones))
     assert not shared.array[15:].any()
     # Another file at the same path (a descriptor number reused) is never written.
-    assert not write_at(Target(shared.target.path, shared.target.inode + 1), 0, ones)
+    other = Target(shared.target.path, shared.target.device, shared.target.inode + 1)
+    assert not write_at(other, 0, ones)
     shared.close()
     assert not write_at(shared.target, 0, 3 * ones)
     assert np.array_equal(shared.array[5:15], ones)  # the array outlives the file
@@ -105,5 +106,38 @@ def test_stretches_sent_back_instead_of_written_in_place_join_the_same(
     import handler.decode_segments
 
     monkeypatch.setattr(handler.decode_segments, "write_at", lambda *args: False)
+    prepared = asyncio.run(DecodePool(0).prepare(long_flac, 3600, None))
+    assert np.array_equal(prepared.audio, decode_audio(long_flac, 3600))
+
+
+def test_a_file_longer_than_it_declares_loses_no_stretch_that_finishes_after_its_last(
+    long_flac: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last stretch does not fit the shared array and comes back; the first is written in
+    place only after that: both must be in the joined file."""
+    import dataclasses
+    import threading
+
+    import handler.decode_pool
+    import handler.decode_segments
+
+    plan, decode = handler.decode_segments.plan_segments, handler.decode_segments.decode_stretch
+    last_done = threading.Event()
+
+    def declared_short(path: Path) -> handler.decode_segments.Layout | None:
+        layout = plan(path)
+        return None if layout is None else dataclasses.replace(layout, seconds=layout.seconds - 5)
+
+    def first_after_last(path: str, layout, index: int, target=None):  # type: ignore[no-untyped-def]
+        if index == 0:
+            assert last_done.wait(30)
+        stretch = decode(path, layout, index, target)
+        if index == len(layout.starts) - 1:
+            assert stretch.samples.size  # sent back: it did not fit
+            last_done.set()
+        return stretch
+
+    monkeypatch.setattr(handler.decode_pool, "plan_segments", declared_short)
+    monkeypatch.setattr(handler.decode_pool, "decode_stretch", first_after_last)
     prepared = asyncio.run(DecodePool(0).prepare(long_flac, 3600, None))
     assert np.array_equal(prepared.audio, decode_audio(long_flac, 3600))
