@@ -13,6 +13,7 @@ from stenopod.schema import ErrorCode
 from handler.decode import decode_audio
 from handler.decode_pool import DecodePool
 from handler.errors import StageError
+from handler.shared_samples import AVAILABLE as SHARED
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +83,7 @@ def test_stretches_that_disagree_at_a_seam_fall_back_to_one_pass(
     assert np.array_equal(prepared.audio, decode_audio(long_flac, 3600))
 
 
+@pytest.mark.skipif(not SHARED, reason="shared samples are a memfd: Linux only")
 def test_a_pool_process_writes_into_shared_samples_only_where_they_fit(pool: DecodePool) -> None:
     from handler.shared_samples import SharedSamples, Target, write_at
 
